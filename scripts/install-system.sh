@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Eagle's tests, demo and benchmarks run against.
+# Idempotent: asks apt only for what is missing, and runs `apt-get update` only then.
+set -euo pipefail
+
+packages=(
+  docker-registry   # the origin registry in tests and the demo
+  skopeo            # the OCI client that pulls through agents
+  redis-server      # shared tracker peer store
+  aria2             # stock BitTorrent client for interop tests
+  opentracker       # stock tracker for interop tests
+  iproute2          # network namespaces and tc for the swarm testbed
+  python3-venv python3-dev gcc
+  ca-certificates curl
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-system: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Debian starts these as services on install; our tests start their own instances.
+for svc in docker-registry redis-server opentracker; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done

@@ -1,0 +1,3 @@
+from eagle.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Domain values shared by every component: digests, metainfo, peers, errors. No I/O."""

@@ -1,0 +1,1 @@
+"""The OCI distribution API: talking to origins, and serving it to clients."""
