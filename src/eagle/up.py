@@ -9,11 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eagle.agent.config import AgentConfig
 from eagle.agent.server import AgentServer
+from eagle.registry.client import OriginList
 from eagle.seeder.config import SeederConfig
 from eagle.seeder.server import SeederServer
 from eagle.tracker.config import TrackerConfig
 from eagle.tracker.server import TrackerServer
-from eagle.utils.config import HttpURL, ListenAddress
+from eagle.utils.config import ListenAddress
 from eagle.utils.net import parse_hostport
 
 
@@ -22,7 +23,7 @@ class UpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    origin: list[HttpURL] = Field(min_length=1)
+    origin: OriginList
     listen: ListenAddress = "127.0.0.1:5000"
     tracker_listen: ListenAddress = "127.0.0.1:7070"
     seeder_listen: ListenAddress = "127.0.0.1:7071"

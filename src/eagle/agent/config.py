@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from eagle.registry.client import OriginList
 from eagle.utils.config import AnnounceURL, ByteSize, HttpURL, ListenAddress
 
 
@@ -19,7 +20,7 @@ class AgentConfig(BaseModel):
     p2p_host: str | None = None
     tracker: list[AnnounceURL] = Field(default_factory=list)
     seeder: list[HttpURL] = Field(default_factory=list)
-    origin: list[HttpURL] = Field(min_length=1)
+    origin: OriginList
     data_dir: Path = Path("/var/lib/eagle/agent")
     seeder_timeout: float = Field(2.0, gt=0, description="per request to a seeder")
     metainfo_timeout: float = Field(300.0, gt=0, description="for a seeder's origin fetch")

@@ -18,7 +18,7 @@ from eagle.agent.metrics import AgentMetrics
 from eagle.core.digest import Digest
 from eagle.core.errors import DigestMismatch, EagleError
 from eagle.p2p.engine import TorrentEngine
-from eagle.p2p.localstore import LocalBlobs
+from eagle.p2p.localstore import LocalBlobs, resume_seeding
 from eagle.registry.client import Origin, OriginClient, forward_headers, iter_body
 from eagle.seeder.client import SeederClient
 from eagle.utils.singleflight import SingleFlight
@@ -68,11 +68,8 @@ class BlobFetcher:
 
     async def start(self) -> None:
         """Seed what the cache holds from a previous run; forget unverified leftovers."""
-        self.blobs.discard_partial()
-        digests = self.blobs.list()
-        for digest in digests:
-            self.engine.seed(self.blobs.metainfo(digest), self.blobs.blobs_dir, self.trackers)
-        log.info("cache indexed blobs=%d", len(digests))
+        count = resume_seeding(self.blobs, self.engine, self.trackers)
+        log.info("cache indexed blobs=%d", count)
 
     async def close(self) -> None:
         await self._tasks.close()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eagle.core.digest import Digest
 from eagle.core.errors import ConfigError, NotAllowed, OriginError, OriginStatus
+from eagle.utils.config import HttpURL
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +26,52 @@ CHUNK = 1 << 16
 FORWARD_REQUEST_HEADERS = ("Accept", "Authorization", "User-Agent", "If-None-Match", "Range")
 
 
+class OriginConfig(BaseModel):
+    """One origin registry: where it is and how to reach it.
+
+    In YAML, ``origin:`` takes a list of URLs or of mappings with these keys; on the
+    command line ``--origin URL`` gives just the URL.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpURL
+    ca_bundle: Path | None = Field(None, description="PEM file of CAs to trust for this origin")
+    username: str | None = Field(None, description="basic auth, or the Bearer token flow's user")
+    password: str | None = None
+    insecure_skip_verify: bool = Field(False, description="do not verify TLS (tests only)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, value: object) -> object:
+        return {"url": value} if isinstance(value, str) else value
+
+
+def _origin_configs(value: object) -> object:
+    return (
+        [{"url": v} if isinstance(v, str) else v for v in value]
+        if isinstance(value, list)
+        else value
+    )
+
+
+OriginList = Annotated[list[OriginConfig], BeforeValidator(_origin_configs), Field(min_length=1)]
+"""The ``origin`` config key: URLs or :class:`OriginConfig` mappings, at least one."""
+
+
 @dataclass(frozen=True)
 class Origin:
-    """An origin registry Eagle may fetch from: ``scheme://host[:port]``."""
+    """An origin registry Eagle may fetch from: ``scheme://host[:port]`` plus how to reach it."""
 
     url: str
+    config: OriginConfig | None = field(default=None, compare=False, hash=False)
 
     @classmethod
-    def parse(cls, text: str) -> Origin:
+    def parse(cls, text: str, config: OriginConfig | None = None) -> Origin:
         parts = urlsplit(text.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(f"origin must look like https://host[:port], got {text!r}")
-        return cls(f"{parts.scheme}://{parts.netloc.lower()}")
+        return cls(f"{parts.scheme}://{parts.netloc.lower()}", config)
 
     @property
     def host(self) -> str:
@@ -41,14 +80,28 @@ class Origin:
     def blob_url(self, repo: str, digest: Digest) -> str:
         return f"{self.url}/v2/{repo}/blobs/{digest}"
 
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What aiohttp should verify this origin's TLS with (``True``: system defaults)."""
+        if self.config is None:
+            return True
+        if self.config.insecure_skip_verify:
+            return False
+        if self.config.ca_bundle is not None:
+            try:
+                return ssl.create_default_context(cafile=str(self.config.ca_bundle))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"origin {self.host}: bad ca-bundle: {exc}") from exc
+        return True
+
 
 class OriginSet:
     """The configured origins; the only registries Eagle will contact (no open proxy)."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
-        if not urls:
+    def __init__(self, origins: Sequence[str | OriginConfig]) -> None:
+        if not origins:
             raise ConfigError("config key 'origin': at least one origin registry is required")
-        self.origins = [Origin.parse(u) for u in urls]
+        configs = [OriginConfig(url=o) if isinstance(o, str) else o for o in origins]
+        self.origins = [Origin.parse(c.url, c) for c in configs]
 
     @property
     def default(self) -> Origin:
@@ -84,12 +137,19 @@ class OriginClient:
             total=None, connect=connect_timeout, sock_read=read_timeout
         )
         self._http: aiohttp.ClientSession | None = None
+        self._ssl: dict[str, ssl.SSLContext | bool] = {}
 
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
         return self._http
+
+    def _ssl_for(self, origin: Origin) -> ssl.SSLContext | bool:
+        # Loading a CA bundle costs milliseconds: once per origin, not per request.
+        if origin.url not in self._ssl:
+            self._ssl[origin.url] = origin.ssl_context()
+        return self._ssl[origin.url]
 
     async def close(self) -> None:
         if self._http is not None:
@@ -104,7 +164,11 @@ class OriginClient:
         url = origin.url + path_qs
         try:
             async with self.http.request(
-                method, url, headers=dict(headers), allow_redirects=True
+                method,
+                url,
+                headers=dict(headers),
+                allow_redirects=True,
+                ssl=self._ssl_for(origin),
             ) as resp:
                 yield resp
         except (aiohttp.ClientError, TimeoutError) as exc:

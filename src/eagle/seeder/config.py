@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from eagle.utils.config import AnnounceURL, ByteSize, HttpURL, ListenAddress
+from eagle.registry.client import OriginList
+from eagle.utils.config import AnnounceURL, ByteSize, ListenAddress
 
 
 class SeederConfig(BaseModel):
@@ -18,7 +19,7 @@ class SeederConfig(BaseModel):
     p2p_port: int = Field(6881, ge=0, le=65535)
     p2p_host: str | None = None
     tracker: list[AnnounceURL] = Field(default_factory=list)
-    origin: list[HttpURL] = Field(min_length=1)
+    origin: OriginList
     data_dir: Path = Path("/var/lib/eagle/seeder")
     origin_connect_timeout: float = Field(5.0, gt=0)
     origin_read_timeout: float = Field(60.0, gt=0)

@@ -13,7 +13,7 @@ from eagle.core.digest import Digest
 from eagle.core.errors import EagleError
 from eagle.core.metainfo import Metainfo
 from eagle.p2p.engine import TorrentEngine
-from eagle.p2p.localstore import LocalBlobs
+from eagle.p2p.localstore import LocalBlobs, resume_seeding
 from eagle.registry.client import Origin, OriginClient, iter_body
 from eagle.utils.tasks import TaskSet
 
@@ -71,11 +71,9 @@ class SeederService:
 
     async def start(self) -> None:
         """Seed every complete blob already on disk (torrents are stored: no re-hashing)."""
-        self.blobs.discard_partial()
-        digests = self.blobs.list()
-        for digest in digests:
-            self._seed(self.blobs.metainfo(digest))
-        log.info("seeder resumed blobs=%d", len(digests))
+        count = resume_seeding(self.blobs, self.engine, self.trackers)
+        self.metrics.seeding.set(count)
+        log.info("seeder resumed blobs=%d", count)
 
     async def close(self) -> None:
         await self._tasks.close()
