@@ -47,15 +47,7 @@ class OriginConfig(BaseModel):
         return {"url": value} if isinstance(value, str) else value
 
 
-def _origin_configs(value: object) -> object:
-    return (
-        [{"url": v} if isinstance(v, str) else v for v in value]
-        if isinstance(value, list)
-        else value
-    )
-
-
-OriginList = Annotated[list[OriginConfig], BeforeValidator(_origin_configs), Field(min_length=1)]
+OriginList = Annotated[list[OriginConfig], Field(min_length=1)]
 """The ``origin`` config key: URLs or :class:`OriginConfig` mappings, at least one."""
 
 
