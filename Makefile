@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python -m eagle.demo
 
+LINT_DIRS := $(wildcard src tests bench)
+
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: install
 	$(BIN)/mypy
