@@ -1,10 +1,10 @@
-"""TrackerServer over loopback HTTP: aiohttp clients with hand-built queries, and libtorrent."""
+"""TrackerServer over loopback HTTP: aiohttp clients with hand-built queries."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
@@ -13,12 +13,13 @@ import pytest
 import yarl
 
 from eagle.core.bencode import bdecode
+from eagle.testing.redis import RedisServer
 from eagle.tracker.config import TrackerConfig
-from eagle.tracker.peerstore import MemoryPeerStore
+from eagle.tracker.memstore import MemoryPeerStore
 from eagle.tracker.server import TrackerServer
 from eagle.utils.net import free_port
 
-from .test_peerstore import FakeClock
+from .helpers import FakeClock
 
 INFO_HASH = bytes(range(0xEC, 0x100))
 OTHER_HASH = b"%&=+" * 5
@@ -35,11 +36,12 @@ def announce_query(
     left: int = 100,
     event: str | None = "started",
     compact: int = 1,
+    extra: str = "",
 ) -> str:
     peer_id = b"-EG0001-" + str(port).encode().rjust(12, b"0")
     query = (
         f"info_hash={esc(info_hash)}&peer_id={esc(peer_id)}&port={port}"
-        f"&uploaded=0&downloaded=0&left={left}&compact={compact}&numwant=50"
+        f"&uploaded=0&downloaded=0&left={left}&compact={compact}&numwant=50{extra}"
     )
     return query + (f"&event={event}" if event else "")
 
@@ -51,15 +53,19 @@ class Client:
         self.session = session
         self.base = tracker.url.removesuffix("/announce")
 
-    async def get(self, path: str, raw_query: str = "") -> tuple[int, str, bytes]:
+    async def get(
+        self, path: str, raw_query: str = "", headers: dict[str, str] | None = None
+    ) -> tuple[int, str, bytes]:
         url = yarl.URL(
             f"{self.base}{path}?{raw_query}" if raw_query else self.base + path, encoded=True
         )
-        async with self.session.get(url) as response:
+        async with self.session.get(url, headers=headers) as response:
             return response.status, response.content_type, await response.read()
 
-    async def announce(self, raw_query: str) -> dict[bytes, object]:
-        status, content_type, body = await self.get("/announce", raw_query)
+    async def announce(
+        self, raw_query: str, headers: dict[str, str] | None = None
+    ) -> dict[bytes, object]:
+        status, content_type, body = await self.get("/announce", raw_query, headers)
         assert status == 200
         assert content_type == "text/plain"
         decoded = bdecode(body)
@@ -67,15 +73,16 @@ class Client:
         return decoded
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def config(**overrides: object) -> TrackerConfig:
+    return TrackerConfig.model_validate(
+        {"listen": f"127.0.0.1:{free_port()}", "interval": 5, "peer_ttl": 15, **overrides}
+    )
 
 
 @pytest.fixture
 async def tracker(clock: FakeClock) -> AsyncIterator[TrackerServer]:
-    config = TrackerConfig(listen=f"127.0.0.1:{free_port()}", interval=5, peer_ttl=15)
-    server = TrackerServer(config, MemoryPeerStore.from_config(config, clock))
+    cfg = config()
+    server = TrackerServer(cfg, MemoryPeerStore.from_config(cfg, clock))
     await server.start()
     try:
         yield server
@@ -89,12 +96,12 @@ async def client(tracker: TrackerServer) -> AsyncIterator[Client]:
         yield Client(session, tracker)
 
 
-def compact_ports(response: dict[bytes, object]) -> list[int]:
+def compact_ports(response: dict[bytes, object], ip: bytes = b"\x7f\x00\x00\x01") -> list[int]:
     peers = response[b"peers"]
     assert isinstance(peers, bytes)
     assert len(peers) % 6 == 0
     chunks = [peers[i : i + 6] for i in range(0, len(peers), 6)]
-    assert all(chunk[:4] == b"\x7f\x00\x00\x01" for chunk in chunks)
+    assert all(chunk[:4] == ip for chunk in chunks)
     return sorted(int.from_bytes(chunk[4:], "big") for chunk in chunks)
 
 
@@ -163,6 +170,46 @@ async def test_scrape(client: Client) -> None:
     assert b"failure reason" in body
 
 
+async def test_swarms_view(client: Client) -> None:
+    await client.announce(announce_query(6881, left=0, extra="&idc=fra1&seeder=1"))
+    await client.announce(announce_query(6882, extra="&idc=fra1&rack=r1"))
+    await client.announce(announce_query(6883, left=0, event="completed", extra="&idc=ams1"))
+    await client.announce(announce_query(6884))
+    status, content_type, body = await client.get("/v1/swarms")
+    assert (status, content_type) == (200, "application/json")
+    view = json.loads(body)
+    assert view == {
+        "policy": "default",
+        "swarms": {
+            INFO_HASH.hex(): {
+                "complete": 2,
+                "incomplete": 2,
+                "seeders": 1,
+                "downloaded": 1,
+                "idcs": {
+                    "": {"complete": 0, "seeders": 0, "incomplete": 1},
+                    "ams1": {"complete": 1, "seeders": 0, "incomplete": 0},
+                    "fra1": {"complete": 1, "seeders": 1, "incomplete": 1},
+                },
+            }
+        },
+    }
+    _, _, body = await client.get("/v1/swarms", f"info_hash={OTHER_HASH.hex()}&limit=5")
+    assert json.loads(body)["swarms"] == {
+        OTHER_HASH.hex(): {
+            "complete": 0,
+            "incomplete": 0,
+            "seeders": 0,
+            "downloaded": 0,
+            "idcs": {},
+        }
+    }
+    for bad in ("info_hash=zz", "limit=0", "limit=abc", "bogus=1"):
+        status, _, body = await client.get("/v1/swarms", bad)
+        assert status == 400
+        assert "error" in json.loads(body)
+
+
 async def test_ops_routes(client: Client) -> None:
     status, _, body = await client.get("/healthz")
     assert (status, body) == (200, b"ok\n")
@@ -174,13 +221,16 @@ async def test_ops_routes(client: Client) -> None:
     assert status == 200
     assert 'eagle_tracker_announces_total{event="started",result="ok"} 2.0' in text
     assert 'eagle_tracker_announces_total{event="invalid",result="invalid"} 1.0' in text
+    assert "eagle_tracker_peers_handed_out_total 1.0" in text
     assert "eagle_tracker_peers 2.0" in text
     assert "eagle_tracker_swarms 1.0" in text
+    status, _, _ = await client.get("/nowhere")
+    assert status == 404
 
 
 async def test_two_trackers_in_one_process() -> None:
     # Each has its own metrics registry: creating the second must not collide.
-    servers = [TrackerServer(TrackerConfig(listen=f"127.0.0.1:{free_port()}")) for _ in range(2)]
+    servers = [TrackerServer(config()) for _ in range(2)]
     for server in servers:
         await server.start()
     for server in servers:
@@ -194,9 +244,12 @@ async def test_two_trackers_in_one_process() -> None:
         (announce_query(6881).replace("peer_id=", "peer_id=xx"), b"peer_id"),
         (announce_query(6881).replace("port=6881", "port=99999"), b"port"),
         (announce_query(6881).replace("port=6881", "port=-1"), b"port"),
+        (announce_query(6881).replace("port=6881", "port=http"), b"port"),
         (announce_query(6881, event="bogus"), b"unknown event"),
         (announce_query(6881) + "&key=" + "k" * 5000, b"too long"),
         (announce_query(6881) + f"&info_hash={esc(INFO_HASH)}", b"repeated"),
+        (announce_query(6881, extra="&idc=a%20b"), b"idc label"),
+        (announce_query(6881, extra="&seeder=2"), b"seeder"),
         ("", b"missing"),
         ("%%%&&&===", b"missing"),
     ],
@@ -220,20 +273,99 @@ async def test_huge_numwant_is_clamped(client: Client) -> None:
 async def test_store_error_is_internal_error(
     client: Client, tracker: TrackerServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_: object) -> None:
+    def broken(*_: object) -> None:
         raise RuntimeError("store down")
 
-    monkeypatch.setattr(tracker.store, "announce", broken)
+    monkeypatch.setattr(tracker.store, "announce_nowait", broken)
     response = await client.announce(announce_query(6881))
     assert response == {b"failure reason": b"internal error"}
     monkeypatch.undo()
     assert b"interval" in await client.announce(announce_query(6881))
 
 
+async def test_trusted_proxy_names_the_client() -> None:
+    server = TrackerServer(config(trusted_proxies=["127.0.0.0/8"]))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, server)
+            forwarded = {"X-Forwarded-For": "203.0.113.9, 10.1.2.3"}
+            await client.announce(announce_query(6881), forwarded)
+            response = await client.announce(announce_query(6882))
+            assert compact_ports(response, ip=bytes([10, 1, 2, 3])) == [6881]
+            bad = await client.announce(announce_query(6883), {"X-Forwarded-For": "nope"})
+            assert b"client address" in bad[b"failure reason"]  # type: ignore[operator]
+    finally:
+        await server.stop()
+
+
+async def test_untrusted_forwarded_header_is_ignored(client: Client) -> None:
+    await client.announce(announce_query(6881), {"X-Forwarded-For": "10.1.2.3"})
+    assert compact_ports(await client.announce(announce_query(6882))) == [6881]
+
+
+async def test_locations_file_labels_stock_clients(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "loc.yaml").write_text("127.0.0.0/8: {region: eu, idc: lo}\n")
+    cfg = config(locations=str(tmp_path / "loc.yaml"))
+    server = TrackerServer(cfg, MemoryPeerStore.from_config(cfg, clock))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, server)
+            await client.announce(announce_query(6881))
+            # Labels on the URL win, label by label, over the map's.
+            await client.announce(announce_query(6882, extra="&idc=own&rack=r1"))
+            _, _, body = await client.get("/v1/swarms")
+            idcs = json.loads(body)["swarms"][INFO_HASH.hex()]["idcs"]
+            assert set(idcs) == {"lo", "own"}
+    finally:
+        await server.stop()
+
+
+async def test_health_reports_an_unreachable_store(tmp_path: Path) -> None:
+    # A Redis that is not running: the tracker starts, and says it is unhealthy.
+    cfg = config(peer_store=f"redis://127.0.0.1:{free_port()}/0")
+    server = TrackerServer(cfg)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, server)
+            status, _, body = await client.get("/healthz")
+            assert (status, body) == (503, b"peer store unavailable\n")
+            response = await client.announce(announce_query(6881))
+            assert response == {b"failure reason": b"peer store unavailable"}
+            status, _, _ = await client.get("/metrics")
+            assert status == 200
+    finally:
+        await server.stop()
+
+
+async def test_two_trackers_share_one_redis(redis_server: RedisServer) -> None:
+    servers = [TrackerServer(config(peer_store=redis_server.url)) for _ in range(2)]
+    for server in servers:
+        await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            a, b = (Client(session, server) for server in servers)
+            await a.announce(announce_query(6881, left=0))
+            response = await b.announce(announce_query(6882))
+            assert compact_ports(response) == [6881]
+            assert (response[b"complete"], response[b"incomplete"]) == (1, 1)
+            _, _, body = await a.get("/scrape", f"info_hash={esc(INFO_HASH)}")
+            assert bdecode(body) == {
+                b"files": {INFO_HASH: {b"complete": 1, b"incomplete": 1, b"downloaded": 0}}
+            }
+            status, _, _ = await b.get("/healthz")
+            assert status == 200
+    finally:
+        for server in servers:
+            await server.stop()
+
+
 async def test_periodic_purge(clock: FakeClock) -> None:
-    config = TrackerConfig(listen=f"127.0.0.1:{free_port()}", interval=1)
-    store = MemoryPeerStore.from_config(config, clock)
-    server = TrackerServer(config, store, purge_interval=0.05)
+    cfg = config(interval=1, peer_ttl=None)
+    store = MemoryPeerStore.from_config(cfg, clock)
+    server = TrackerServer(cfg, store, purge_interval=0.05)
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -241,96 +373,11 @@ async def test_periodic_purge(clock: FakeClock) -> None:
         assert await store.totals() == (1, 1)
         clock.advance(3)
         for _ in range(100):
-            if store._swarms == {}:
+            if await store.totals() == (0, 0):
                 break
             await asyncio.sleep(0.02)
         assert await store.totals() == (0, 0)
     finally:
         await server.stop()
-    assert await store.totals() == (0, 0)  # a store it was given: left open, still usable
-
-
-# --- a real BitTorrent client -------------------------------------------------------------
-
-lt = pytest.importorskip("libtorrent")
-
-
-def _session() -> object:
-    return lt.session(
-        {
-            "listen_interfaces": "127.0.0.1:0",
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_outgoing_utp": False,
-            "enable_incoming_utp": False,
-            "allow_multiple_connections_per_ip": True,
-            # libtorrent ignores tracker intervals below this (default five minutes).
-            "min_announce_interval": 1,
-            "alert_mask": 0,
-        }
-    )
-
-
-def _add_torrent(session: object, info: object, save_path: Path, flags: int = 0) -> object:
-    params = lt.add_torrent_params()
-    params.ti, params.save_path, params.flags = info, str(save_path), flags
-    return session.add_torrent(params)  # type: ignore[attr-defined]
-
-
-async def _wait_for(predicate: Callable[[], Awaitable[bool]], seconds: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
-async def test_libtorrent_download_through_tracker(tmp_path: Path) -> None:
-    config = TrackerConfig(listen=f"127.0.0.1:{free_port()}", interval=1)
-    tracker = TrackerServer(config)
-    await tracker.start()
-    seed_dir, leech_dir = tmp_path / "seed", tmp_path / "leech"
-    seed_dir.mkdir()
-    leech_dir.mkdir()
-    payload = hashlib.sha256(b"eagle").digest() * 4096  # 128 KiB: 8 pieces
-    (seed_dir / "blob").write_bytes(payload)
-
-    creator = lt.create_torrent(
-        lt.list_files(str(seed_dir / "blob")), 16 * 1024, lt.create_torrent.v1_only
-    )
-    creator.add_tracker(tracker.url)
-    lt.set_piece_hashes(creator, str(seed_dir))
-    info = lt.torrent_info(creator.generate())
-    info_hash = info.info_hashes().v1.to_bytes()
-    store = tracker.store
-
-    async def counts_are(expected: tuple[int, int]) -> bool:
-        return await store.counts(info_hash) == expected
-
-    seeder, leecher = _session(), _session()
-    try:
-        seed = _add_torrent(seeder, info, seed_dir, lt.torrent_flags.seed_mode)
-        # The seeder announces first, so the leecher's first answer already holds it.
-        assert await _wait_for(lambda: counts_are((1, 0)), 10)
-        leech = _add_torrent(leecher, lt.torrent_info(info), leech_dir)
-
-        async def leech_done() -> bool:
-            return bool(leech.status().is_seeding)  # type: ignore[attr-defined]
-
-        assert await _wait_for(leech_done, 30), leech.status().state  # type: ignore[attr-defined]
-        assert (leech_dir / "blob").read_bytes() == payload
-        assert await _wait_for(lambda: counts_are((2, 0)), 10)
-        assert await store.downloaded(info_hash) == 1
-
-        # Removing the torrents sends event=stopped, which empties the swarm. It also
-        # spares the session destructors from blocking the loop (and so this tracker)
-        # while they wait for stop announces.
-        seeder.remove_torrent(seed)  # type: ignore[attr-defined]
-        leecher.remove_torrent(leech)  # type: ignore[attr-defined]
-        assert await _wait_for(lambda: counts_are((0, 0)), 10)
-    finally:
-        del seeder, leecher
-        await tracker.stop()
+    # A store it was given is left open, still usable.
+    assert await store.swarms(10) == []
