@@ -11,11 +11,15 @@ from prometheus_client import CollectorRegistry
 from eagle.core.digest import Digest, check_repository
 from eagle.core.errors import InvalidInput
 from eagle.p2p.engine import TorrentEngine
+from eagle.p2p.labels import announce_labels
 from eagle.p2p.localstore import LocalBlobs
+from eagle.registry.auth import OriginAuth
 from eagle.registry.client import OriginClient, OriginSet
 from eagle.registry.errors import oci_error_middleware
 from eagle.seeder.config import SeederConfig
+from eagle.seeder.localcopies import LocalCopies, LocalCopyMetrics
 from eagle.seeder.service import Pending, SeederMetrics, SeederService
+from eagle.storage import open_storage
 from eagle.utils.http import HttpServer, add_ops_routes
 from eagle.utils.net import HostPort, parse_hostport
 
@@ -35,14 +39,33 @@ class SeederServer:
         self.engine = TorrentEngine(
             HostPort(config.p2p_host or listen.host, config.p2p_port),
             upload_rate=config.upload_rate,
+            announce_labels=announce_labels(
+                region=config.region,
+                idc=config.idc,
+                rack=config.rack,
+                seeder=config.announce_seeder,
+            ),
+            role="seeder",
         )
         self.origins = OriginClient(
-            OriginSet(config.origin), config.origin_connect_timeout, config.origin_read_timeout
+            OriginSet(config.origin),
+            config.origin_connect_timeout,
+            config.origin_read_timeout,
+            retries=config.origin_retries,
+            auth=OriginAuth(),
+        )
+        self.copies = LocalCopies(
+            LocalBlobs(config.data_dir),
+            self.engine,
+            list(config.tracker),
+            config.cache_size,
+            LocalCopyMetrics(self.registry),
+            config.cache_lease,
         )
         self.service = SeederService(
             self.origins,
-            LocalBlobs(config.data_dir),
-            self.engine,
+            open_storage(config.storage_config()),
+            self.copies,
             list(config.tracker),
             SeederMetrics(self.registry),
             config.failure_ttl,
@@ -69,14 +92,18 @@ class SeederServer:
         await self.origins.close()
 
     async def metainfo(self, request: web.Request) -> web.Response:
-        """``?origin=URL&repo=NAME&digest=sha256:HEX`` → 200 torrent, or 202 while fetching."""
+        """``?origin=URL&repo=NAME&digest=sha256:HEX`` → 200 torrent, or 202 while fetching.
+
+        ``&stored_only=1`` (replica warming) never fetches from the origin: 404 instead.
+        """
         query = request.query
         digest = Digest.parse(query.get("digest", ""))
         repo = check_repository(query.get("repo", ""))
         if "origin" not in query:
             raise InvalidInput("missing query parameter 'origin'")
         origin = self.origins.origins.resolve(query["origin"])
-        result = self.service.lookup(origin, repo, digest)
+        stored_only = query.get("stored_only") == "1"
+        result = self.service.lookup(origin, repo, digest, stored_only)
         if isinstance(result, Pending):
             self.service.metrics.metainfo_requests.labels("pending").inc()
             return web.Response(

@@ -1,4 +1,19 @@
-"""Turning a (origin, repository, digest) into a seeded torrent, fetching each blob once."""
+"""(origin, repository, digest) → a seeded torrent: from a local copy, storage, or the origin.
+
+Where a blob comes from, in order:
+
+1. the seeder's local copy (already seeded);
+2. storage, shared by every seeder: copied to a new local copy and verified on
+   the way -- bytes that no longer match the digest are never seeded, and the
+   blob is fetched again from the origin, which overwrites the bad object;
+3. the origin, streamed once into the local copy and into storage at the same
+   time. The torrent is handed out only once storage holds the verified blob,
+   so any seeder can take over a blob another seeder announced.
+
+If storage cannot be reached, a blob not held locally fails with
+:class:`~eagle.storage.StorageUnavailable` (503): agents then try the next
+seeder and, last, the origin themselves.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +22,32 @@ import logging
 import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
 from eagle.core.digest import Digest
-from eagle.core.errors import EagleError
+from eagle.core.errors import BlobUnknown, DigestMismatch, EagleError
 from eagle.core.metainfo import Metainfo
-from eagle.p2p.engine import TorrentEngine
-from eagle.p2p.localstore import LocalBlobs, resume_seeding
 from eagle.registry.client import Origin, OriginClient, iter_body
+from eagle.seeder.localcopies import LocalCopies
+from eagle.seeder.tee import StreamTee
+from eagle.storage import BlobStat, BlobStorage, NotFound
 from eagle.utils.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
+SWEEP_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class Pending:
-    """The blob is being fetched from the origin; ask again shortly."""
+    """The blob is being fetched (from storage or the origin); ask again shortly."""
 
     digest: Digest
 
 
 class SeederMetrics:
+    """Where the seeder's blobs came from, and how its API was used."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.origin_fetches = Counter(
             "eagle_seeder_origin_fetches",
@@ -38,30 +58,42 @@ class SeederMetrics:
         self.origin_bytes = Counter(
             "eagle_seeder_origin_bytes", "Blob bytes fetched from origins", registry=registry
         )
+        self.storage_fetches = Counter(
+            "eagle_seeder_storage_fetches",
+            "Local copies made from storage, by result",
+            ["result"],
+            registry=registry,
+        )
+        self.storage_bytes = Counter(
+            "eagle_seeder_storage_bytes", "Blob bytes read from storage", registry=registry
+        )
         self.metainfo_requests = Counter(
             "eagle_seeder_metainfo_requests",
             "Metainfo requests, by answer",
             ["answer"],
             registry=registry,
         )
-        self.seeding = Gauge("eagle_seeder_blobs_seeding", "Blobs being seeded", registry=registry)
+
+
+class NotInStorage(BlobUnknown):
+    """A replica request for a blob storage does not hold; not remembered as a failure."""
 
 
 class SeederService:
-    """Owns the seeder's blobs: fetched from the origin once, verified, seeded for good."""
+    """Owns the seeder's blobs: durable in storage, seeded from local copies."""
 
     def __init__(
         self,
         origins: OriginClient,
-        blobs: LocalBlobs,
-        engine: TorrentEngine,
+        storage: BlobStorage,
+        copies: LocalCopies,
         trackers: list[str],
         metrics: SeederMetrics,
         failure_ttl: float = 5.0,
     ) -> None:
         self.origins = origins
-        self.blobs = blobs
-        self.engine = engine
+        self.storage = storage
+        self.copies = copies
         self.trackers = trackers
         self.metrics = metrics
         self.failure_ttl = failure_ttl
@@ -70,24 +102,31 @@ class SeederService:
         self._failed: dict[Digest, tuple[EagleError, float]] = {}
 
     async def start(self) -> None:
-        """Seed every complete blob already on disk (torrents are stored: no re-hashing)."""
-        count = resume_seeding(self.blobs, self.engine, self.trackers)
-        self.metrics.seeding.set(count)
-        log.info("seeder resumed blobs=%d", count)
+        """Open storage, then seed every local copy from a previous run (no re-hashing)."""
+        await self.storage.start()
+        count = self.copies.index()
+        self._tasks.spawn(self.copies.run_sweeper(SWEEP_SECONDS), name="sweeper")
+        log.info("seeder resumed blobs=%d storage=%r", count, self.storage)
 
     async def close(self) -> None:
         await self._tasks.close()
+        await self.storage.close()
 
-    def lookup(self, origin: Origin, repo: str, digest: Digest) -> Metainfo | Pending:
-        """The blob's metainfo if it is ready; else start (or keep) fetching it.
+    def lookup(
+        self, origin: Origin, repo: str, digest: Digest, stored_only: bool = False
+    ) -> Metainfo | Pending:
+        """The blob's metainfo if it is ready; else start (or keep) bringing it in.
 
         A fetch that failed is reported, by raising its error, to the callers
         asking within ``failure_ttl`` seconds; after that, a new request retries.
+        ``stored_only`` (replica warming) brings the blob from storage or not at all:
+        a replica must never cost the origin a second download.
         """
-        if self.blobs.has(digest):
-            meta = self.blobs.metainfo(digest)
-            if not self.engine.has(meta.infohash):
-                self._seed(meta)
+        if digest in self._fetching:
+            # A copy may already be local while its storage write completes: not yet.
+            return Pending(digest)
+        meta = self.copies.get(digest)
+        if meta is not None:
             return meta.with_trackers(self.trackers)
         failed = self._failed.get(digest)
         if failed is not None:
@@ -95,22 +134,27 @@ class SeederService:
             if time.monotonic() < until:
                 raise error
             del self._failed[digest]
-        if digest not in self._fetching:
-            task = self._tasks.spawn(self._fetch(origin, repo, digest), name=f"fetch:{digest.hex}")
-            self._fetching[digest] = task
+        task = self._tasks.spawn(
+            self._bring(origin, repo, digest, stored_only), name=f"fetch:{digest.hex}"
+        )
+        self._fetching[digest] = task
         return Pending(digest)
 
-    async def _fetch(self, origin: Origin, repo: str, digest: Digest) -> Metainfo:
-        started = time.monotonic()
+    async def _bring(
+        self, origin: Origin, repo: str, digest: Digest, stored_only: bool = False
+    ) -> Metainfo:
         try:
-            async with self.origins.open_blob(origin, repo, digest) as resp:
-                size = resp.content_length
-                _, meta = await self.blobs.write_verified(digest, size, iter_body(resp))
+            meta = await self._from_storage(digest)
+            if meta is None and stored_only:
+                raise NotInStorage(f"{digest} is not in storage (replica request)")
+            if meta is None:
+                meta = await self._from_origin(origin, repo, digest)
+        except NotInStorage:
+            raise
         except EagleError as exc:
-            self.metrics.origin_fetches.labels(type(exc).__name__).inc()
             self._failed[digest] = (exc, time.monotonic() + self.failure_ttl)
             log.warning(
-                "origin fetch failed origin=%s repo=%s digest=%s error=%s",
+                "blob unavailable origin=%s repo=%s digest=%s error=%s",
                 origin.host,
                 repo,
                 digest,
@@ -119,6 +163,61 @@ class SeederService:
             raise
         finally:
             self._fetching.pop(digest, None)
+        return meta
+
+    async def _from_storage(self, digest: Digest) -> Metainfo | None:
+        """A local copy made from storage, or None when storage has no good copy."""
+        started = time.monotonic()
+        try:
+            stat = await self.storage.stat(digest)
+            async with self.storage.open(digest) as reader:
+                meta = await self.copies.add(digest, stat.size, aiter(reader))
+        except NotFound:
+            return None
+        except DigestMismatch as exc:
+            # Bit rot, a truncated upload by a foreign tool, a wrong key: never seed it.
+            # The origin fetch that follows overwrites the object with verified bytes.
+            self.metrics.storage_fetches.labels("corrupt").inc()
+            log.error(
+                "stored blob is corrupt, refetching from origin digest=%s error=%s", digest, exc
+            )
+            return None
+        except EagleError as exc:
+            self.metrics.storage_fetches.labels(type(exc).__name__).inc()
+            raise
+        self.metrics.storage_fetches.labels("ok").inc()
+        self.metrics.storage_bytes.inc(meta.length)
+        log.info(
+            "local copy from storage digest=%s bytes=%d seconds=%.2f",
+            digest,
+            meta.length,
+            time.monotonic() - started,
+        )
+        return meta
+
+    async def _from_origin(self, origin: Origin, repo: str, digest: Digest) -> Metainfo:
+        started = time.monotonic()
+        try:
+            async with self.origins.open_blob(origin, repo, digest, credentials=True) as resp:
+                size = resp.content_length
+                tee: StreamTee[BlobStat] = StreamTee(
+                    iter_body(resp), lambda chunks: self.storage.write(digest, chunks, size)
+                )
+                try:
+                    meta = await self.copies.add(digest, size, aiter(tee))
+                except BaseException:
+                    await tee.cancel()
+                    raise
+            try:
+                await tee.result()
+            except BaseException:
+                # Seeded means durable: without the stored blob no other seeder could
+                # take over this swarm, so the local copy goes too.
+                self.copies.discard(digest)
+                raise
+        except EagleError as exc:
+            self.metrics.origin_fetches.labels(type(exc).__name__).inc()
+            raise
         self.metrics.origin_fetches.labels("ok").inc()
         self.metrics.origin_bytes.inc(meta.length)
         log.info(
@@ -129,9 +228,4 @@ class SeederService:
             meta.length,
             time.monotonic() - started,
         )
-        self._seed(meta)
         return meta
-
-    def _seed(self, meta: Metainfo) -> None:
-        self.engine.seed(meta, self.blobs.blobs_dir, self.trackers)
-        self.metrics.seeding.inc()
