@@ -1,7 +1,11 @@
 """Bringing a blob to the host: cache, then the swarm, then the origin.
 
-Every path ends with a file whose sha256 was checked against the digest the
-client asked for; nothing else is ever served.
+A blob comes from the swarm only as a file whose sha256 was checked against the
+digest the client asked for. When p2p cannot deliver (no seeder, no tracker, no
+progress within ``fallback_timeout`` before the first byte or ``stall_timeout``
+after it), the origin streams the blob into a :class:`GrowingBlob` that clients
+read while it is written; it enters the cache once verified. If the disk refuses
+it, clients finish straight from the origin and nothing is cached.
 """
 
 from __future__ import annotations
@@ -10,15 +14,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from eagle.agent.bandwidth import HostBandwidth
+from eagle.agent.cache import BlobCache
+from eagle.agent.growing import CacheWriteFailed, GrowingBlob
 from eagle.agent.metrics import AgentMetrics
 from eagle.core.digest import Digest
-from eagle.core.errors import DigestMismatch, EagleError
+from eagle.core.errors import EagleError, OriginStatus, PeerError, StorageError
+from eagle.core.metainfo import Metainfo
 from eagle.p2p.engine import TorrentEngine
-from eagle.p2p.localstore import LocalBlobs, resume_seeding
 from eagle.registry.client import Origin, OriginClient, forward_headers, iter_body
 from eagle.seeder.client import SeederClient
 from eagle.utils.singleflight import SingleFlight
@@ -26,12 +33,22 @@ from eagle.utils.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
+PROGRESS_POLL_SECONDS = 0.1
+
+
+class NoProgress(PeerError):
+    """p2p gave no sign of progress within the fallback timeout."""
+
 
 @dataclass(frozen=True)
 class FetchedBlob:
+    """A complete, verified blob file."""
+
     path: Path
     size: int
     source: str  # "cache", "p2p" or "origin"
+    seconds: float = 0.0  # how long bringing it in took (0 for a cache hit)
+    peers: int = 0  # peers it came from
 
 
 @dataclass(frozen=True)
@@ -42,47 +59,72 @@ class BlobRequest:
     client_headers: Mapping[str, str]
 
 
+Delivery = FetchedBlob | GrowingBlob
+"""What :meth:`BlobFetcher.get` hands a client: a whole file, or one still arriving."""
+
+
 class BlobFetcher:
     """cache → p2p → origin, with one download per blob however many clients ask."""
 
     def __init__(
         self,
-        blobs: LocalBlobs,
+        cache: BlobCache,
         engine: TorrentEngine,
         seeders: SeederClient,
         origins: OriginClient,
         trackers: list[str],
         metrics: AgentMetrics,
+        bandwidth: HostBandwidth,
         stall_timeout: float,
+        fallback_timeout: float,
     ) -> None:
-        self.blobs = blobs
+        self.cache = cache
         self.engine = engine
         self.seeders = seeders
         self.origins = origins
         self.trackers = trackers
         self.metrics = metrics
+        self.bandwidth = bandwidth
         self.stall_timeout = stall_timeout
+        self.fallback_timeout = fallback_timeout
         self._tasks = TaskSet("fetch")
-        self._flights: SingleFlight[Digest, FetchedBlob] = SingleFlight(self._tasks)
+        self._flights: SingleFlight[Digest, Delivery] = SingleFlight(self._tasks)
         self._pending: dict[Digest, BlobRequest] = {}
+        self._growing: dict[Digest, GrowingBlob] = {}
+        self._swarm: dict[Digest, Metainfo] = {}
 
     async def start(self) -> None:
-        """Seed what the cache holds from a previous run; forget unverified leftovers."""
-        count = resume_seeding(self.blobs, self.engine, self.trackers)
-        log.info("cache indexed blobs=%d", count)
+        """Index and seed what the cache holds from a previous run; clean the rest."""
+        self.cache.index()
 
     async def close(self) -> None:
         await self._tasks.close()
 
     def cached(self, digest: Digest) -> FetchedBlob | None:
-        if self.blobs.has(digest):
-            return FetchedBlob(self.blobs.path(digest), self.blobs.size(digest), "cache")
-        return None
+        """The cached blob, without counting a use (for HEAD)."""
+        path = self.cache.peek(digest)
+        return FetchedBlob(path, self.cache.size(digest), "cache") if path else None
 
-    async def get(self, request: BlobRequest) -> FetchedBlob:
-        hit = self.cached(request.digest)
-        if hit is not None:
-            return hit
+    def progress(self, digest: Digest) -> int:
+        """Bytes of the blob on this host now (complete, downloading or streaming in)."""
+        if self.cache.peek(digest) is not None:
+            return self.cache.size(digest)
+        growing = self._growing.get(digest)
+        if growing is not None:
+            return growing.written
+        meta = self._swarm.get(digest)
+        if meta is not None:
+            return min(meta.length, self.engine.downloaded(meta.infohash) or 0)
+        return 0
+
+    async def get(self, request: BlobRequest) -> Delivery:
+        """The blob, from wherever it is quickest. Callers should hold ``cache.pinned``."""
+        path = self.cache.lookup(request.digest)
+        if path is not None:
+            return FetchedBlob(path, self.cache.size(request.digest), "cache")
+        growing = self._growing.get(request.digest)
+        if growing is not None:
+            return growing
         # The first request's origin, repository and credentials drive the shared fetch.
         self._pending.setdefault(request.digest, request)
         try:
@@ -90,42 +132,107 @@ class BlobFetcher:
         finally:
             self._pending.pop(request.digest, None)
 
-    async def _fetch(self, digest: Digest) -> FetchedBlob:
+    async def get_file(self, request: BlobRequest) -> FetchedBlob:
+        """Like :meth:`get`, but wait for a streaming origin download to be verified."""
+        delivery = await self.get(request)
+        if isinstance(delivery, FetchedBlob):
+            return delivery
+        await delivery.wait()
+        if delivery.error is not None:
+            raise delivery.error
+        path = self.cache.peek(request.digest)
+        if path is None:
+            raise CacheWriteFailed(f"{request.digest} was verified but could not be cached")
+        return FetchedBlob(path, self.cache.size(request.digest), "origin")
+
+    # -- the shared fetch --------------------------------------------------------------
+
+    async def _fetch(self, digest: Digest) -> Delivery:
         request = self._pending[digest]
         started = time.monotonic()
-        try:
-            blob = await self._from_swarm(request)
-        except EagleError as exc:
-            reason = type(exc).__name__
-            self.metrics.fallbacks.labels(reason).inc()
-            log.warning(
-                "p2p failed, falling back to origin digest=%s reason=%s error=%s",
-                digest,
-                reason,
-                exc,
-            )
-            blob = await self._from_origin(request)
-        seconds = time.monotonic() - started
-        self.metrics.fetch_seconds.labels(blob.source).observe(seconds)
-        self.metrics.fetched_bytes.labels(blob.source).inc(blob.size)
-        return blob
+        with self.cache.pinned(digest):
+            try:
+                blob = await self._from_swarm(request)
+            except (EagleError, OSError) as exc:
+                reason = type(exc).__name__
+                self.metrics.fallbacks.labels(reason).inc()
+                log.warning(
+                    "p2p failed, falling back to origin digest=%s reason=%s error=%s",
+                    digest,
+                    reason,
+                    exc,
+                )
+            else:
+                self.metrics.fetch_seconds.labels("p2p").observe(time.monotonic() - started)
+                self.metrics.fetched_bytes.labels("p2p").inc(blob.size)
+                return blob
+        return await self._from_origin(request, started)
 
     async def _from_swarm(self, request: BlobRequest) -> FetchedBlob:
-        meta = await self.seeders.metainfo(request.origin, request.repo, request.digest)
+        """Download through the swarm, giving up after ``fallback_timeout`` without progress.
+
+        Signs of progress: a seeder saying it is fetching, metainfo arriving, payload
+        arriving. After the first payload byte the engine's ``stall_timeout`` applies.
+        """
+        loop = asyncio.get_running_loop()
+        stage = "seeder"
+        watcher: asyncio.Task[None] | None = None
+        try:
+            async with asyncio.timeout(self.fallback_timeout) as bound:
+
+                def alive() -> None:
+                    if bound.when() is not None:
+                        bound.reschedule(loop.time() + self.fallback_timeout)
+
+                meta = await self.seeders.metainfo(
+                    request.origin, request.repo, request.digest, on_pending=alive
+                )
+                alive()
+                stage = "swarm"
+                watcher = self._tasks.spawn(
+                    self._disarm_on_first_byte(meta, bound), name=f"watch:{meta.digest.hex}"
+                )
+                return await self._download(request, meta)
+        except TimeoutError as exc:
+            if bound.expired():
+                raise NoProgress(
+                    f"{request.digest}: no p2p progress within {self.fallback_timeout:g}s"
+                    f" (waiting for the {stage})"
+                ) from exc
+            raise PeerError(f"{request.digest}: p2p timed out: {exc!r}") from exc
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _disarm_on_first_byte(self, meta: Metainfo, bound: asyncio.Timeout) -> None:
+        while bound.when() is not None:
+            if (self.engine.downloaded(meta.infohash) or 0) > 0:
+                bound.reschedule(None)
+                return
+            await asyncio.sleep(PROGRESS_POLL_SECONDS)
+
+    async def _download(self, request: BlobRequest, meta: Metainfo) -> FetchedBlob:
         trackers = self.trackers or list(meta.trackers)
-        result = await self.engine.download(
-            meta, self.blobs.incoming_dir, trackers, self.stall_timeout
-        )
+        blobs = self.cache.blobs
+        self._swarm[request.digest] = meta
+        try:
+            with self.bandwidth.flow("p2p"):
+                result = await self.engine.download(
+                    meta, blobs.incoming_dir, trackers, self.stall_timeout
+                )
+        finally:
+            self._swarm.pop(request.digest, None)
         # libtorrent checked every piece's SHA-1; the digest the client asked for is
         # sha256 over the whole blob, and only that makes the bytes servable.
-        partial = self.blobs.incoming_dir / meta.digest.hex
+        partial = blobs.incoming_dir / meta.digest.hex
         try:
             await asyncio.to_thread(_verify_file, partial, request.digest)
-        except DigestMismatch:
+            blobs.write_torrent(meta)
+            await self.engine.move(meta.infohash, blobs.blobs_dir)
+        except BaseException:
             self.engine.remove(meta.infohash, delete_files=True)
             raise
-        self.blobs.write_torrent(meta)
-        await self.engine.move(meta.infohash, self.blobs.blobs_dir)
+        self.cache.add(meta)
         log.info(
             "blob fetched source=p2p digest=%s bytes=%d seconds=%.2f peers=%d",
             request.digest,
@@ -133,27 +240,105 @@ class BlobFetcher:
             result.seconds,
             result.peers,
         )
-        return FetchedBlob(self.blobs.path(request.digest), meta.length, "p2p")
+        return FetchedBlob(
+            blobs.path(request.digest), meta.length, "p2p", result.seconds, result.peers
+        )
 
-    async def _from_origin(self, request: BlobRequest) -> FetchedBlob:
-        started = time.monotonic()
+    async def _from_origin(self, request: BlobRequest, started: float) -> GrowingBlob:
+        """Start streaming from the origin; return as soon as the origin has answered."""
+        answered: asyncio.Future[GrowingBlob] = asyncio.get_running_loop().create_future()
+        self._tasks.spawn(
+            self._origin_writer(request, answered, started),
+            name=f"origin:{request.digest.hex}",
+        )
+        return await asyncio.shield(answered)
+
+    async def _origin_writer(
+        self, request: BlobRequest, answered: asyncio.Future[GrowingBlob], started: float
+    ) -> None:
+        digest = request.digest
         headers = forward_headers(request.client_headers)
         headers.pop("Range", None)
-        async with self.origins.open_blob(
-            request.origin, request.repo, request.digest, headers
-        ) as resp:
-            path, meta = await self.blobs.write_verified(
-                request.digest, resp.content_length, iter_body(resp)
-            )
-        # Same bytes, same torrent: this host now seeds the swarm the seeder would have.
-        self.engine.seed(meta, self.blobs.blobs_dir, self.trackers)
+        growing: GrowingBlob | None = None
+        with self.cache.pinned(digest):
+            try:
+                async with self.origins.open_blob(
+                    request.origin, request.repo, digest, headers
+                ) as resp:
+                    growing = GrowingBlob(digest, resp.content_length, self.cache.blobs.tmp_dir)
+                    self._growing[digest] = growing
+                    answered.set_result(growing)
+                    with self.bandwidth.flow("http"):
+                        meta = await growing.write_from(self.bandwidth.http.limit(iter_body(resp)))
+                self._commit(growing, meta, started)
+            except CacheWriteFailed as exc:
+                # Clients already reading go on straight from the origin (see ``direct``).
+                self.metrics.uncached.labels("disk").inc()
+                log.error("not caching blob, streaming it instead digest=%s error=%s", digest, exc)
+            except EagleError as exc:
+                if not answered.done():
+                    answered.set_exception(exc)
+                else:
+                    log.warning("origin download failed digest=%s error=%s", digest, exc)
+            except Exception as exc:
+                log.exception("origin download crashed digest=%s", digest)
+                error = StorageError(f"{digest}: origin download crashed: {exc!r}")
+                if not answered.done():
+                    answered.set_exception(error)
+                elif growing is not None:
+                    growing.fail(error)
+            finally:
+                self._growing.pop(digest, None)
+                if growing is not None:
+                    growing.discard()
+
+    def _commit(self, growing: GrowingBlob, meta: Metainfo, started: float) -> None:
+        assert growing.path is not None
+        blobs = self.cache.blobs
+        try:
+            blobs.commit(meta.digest, growing.path, meta)
+        except EagleError as exc:
+            # Verified bytes still reach the clients reading them; only caching failed.
+            self.metrics.uncached.labels("disk").inc()
+            log.error("not caching blob digest=%s error=%s", meta.digest, exc)
+            return
+        self.cache.add(meta)
+        seconds = time.monotonic() - started
+        self.metrics.fetch_seconds.labels("origin").observe(seconds)
+        self.metrics.fetched_bytes.labels("origin").inc(meta.length)
         log.info(
-            "blob fetched source=origin digest=%s bytes=%d seconds=%.2f",
-            request.digest,
+            "blob fetched source=origin digest=%s bytes=%d seconds=%.2f peers=0",
+            meta.digest,
             meta.length,
-            time.monotonic() - started,
+            seconds,
         )
-        return FetchedBlob(path, meta.length, "origin")
+
+    # -- straight from the origin, for clients whose shared download failed --------------
+
+    async def direct(self, request: BlobRequest, offset: int) -> AsyncGenerator[bytes, None]:
+        """The blob's bytes from ``offset``, from the origin, not cached (within the limit)."""
+        headers = forward_headers(request.client_headers)
+        headers.pop("Range", None)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        path = f"/v2/{request.repo}/blobs/{request.digest}"
+        async with self.origins.request(request.origin, "GET", path, headers) as resp:
+            if resp.status == 200:
+                skip = offset  # the origin ignored the range: drop what the client has
+            elif resp.status == 206 and offset:
+                skip = 0
+            else:
+                raise OriginStatus(
+                    f"origin {request.origin.host} answered {resp.status} for {request.digest}",
+                    resp.status,
+                )
+            with self.bandwidth.flow("http"):
+                async for chunk in self.bandwidth.http.limit(iter_body(resp)):
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                    if chunk:
+                        yield chunk
 
 
 def _verify_file(path: Path, digest: Digest) -> None:

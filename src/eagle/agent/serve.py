@@ -1,0 +1,134 @@
+"""Sending a blob to a client: a whole file with sendfile, or one still streaming in.
+
+Either way the response is sent completely before :func:`send_blob` returns, so a
+caller's pin on the blob covers the whole transfer. Bytes are counted by source
+as they go, and one log line per blob GET says where it came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from eagle.agent.fetch import BlobFetcher, BlobRequest, Delivery, FetchedBlob
+from eagle.agent.growing import GrowingBlob, verified_stream
+from eagle.agent.metrics import AgentMetrics
+from eagle.core.errors import EagleError
+
+log = logging.getLogger(__name__)
+
+SOURCE_HEADER = "X-Eagle-Source"
+
+
+class BlobFileResponse(web.FileResponse):
+    """A verified blob file (Range and HEAD handled by aiohttp), counted once it is sent."""
+
+    def __init__(self, blob: FetchedBlob, metrics: AgentMetrics, headers: dict[str, str]) -> None:
+        super().__init__(blob.path, chunk_size=256 * 1024, headers=headers)
+        self._source = blob.source
+        self._metrics = metrics
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            # Already sent by send_blob; aiohttp calls prepare again on the way out.
+            return None
+        writer = await super().prepare(request)
+        if request.method == "GET":
+            self._metrics.blob_requests.labels(self._source).inc()
+            self._metrics.blob_bytes.labels(self._source).inc(self.content_length or 0)
+        return writer
+
+
+async def send_blob(
+    request: web.Request,
+    blob_request: BlobRequest,
+    delivery: Delivery,
+    fetcher: BlobFetcher,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """Send ``delivery`` completely and return the (finished) response."""
+    started = time.monotonic()
+    headers = dict(headers)
+    if isinstance(delivery, GrowingBlob) and "Range" in request.headers:
+        # Ranges are rare (resumed pulls): serve them from the verified file.
+        delivery = await fetcher.get_file(blob_request)
+    if isinstance(delivery, FetchedBlob):
+        headers[SOURCE_HEADER] = delivery.source
+        response: web.StreamResponse = BlobFileResponse(delivery, fetcher.metrics, headers)
+        await response.prepare(request)
+        await response.write_eof()
+        sent, source = response.content_length or 0, delivery.source
+        fetch_seconds, peers = delivery.seconds, delivery.peers
+    else:
+        headers[SOURCE_HEADER] = "origin"
+        response, sent = await _stream(request, blob_request, delivery, fetcher, headers)
+        source, fetch_seconds, peers = "origin", 0.0, 0
+    if request.method == "GET":
+        # One line per blob GET: where the bytes came from and what it cost.
+        log.info(
+            "blob served digest=%s repo=%s bytes=%d source=%s fetch_seconds=%.2f"
+            " send_seconds=%.2f peers=%d",
+            blob_request.digest,
+            blob_request.repo,
+            sent,
+            source,
+            fetch_seconds,
+            time.monotonic() - started,
+            peers,
+        )
+    return response
+
+
+async def _stream(
+    request: web.Request,
+    blob_request: BlobRequest,
+    growing: GrowingBlob,
+    fetcher: BlobFetcher,
+    headers: dict[str, str],
+) -> tuple[web.StreamResponse, int]:
+    """Follow the growing file; if its download fails, finish straight from the origin."""
+    metrics = fetcher.metrics
+    response = web.StreamResponse(headers=headers)
+    if growing.size is not None:
+        response.content_length = growing.size
+    await response.prepare(request)
+    if request.method == "HEAD":
+        await response.write_eof()
+        return response, 0
+    metrics.blob_requests.labels("origin").inc()
+    sha = hashlib.sha256()
+    sent = 0
+    try:
+        try:
+            async with contextlib.aclosing(growing.read()) as chunks:
+                async for chunk in chunks:
+                    sha.update(chunk)
+                    await response.write(chunk)
+                    sent += len(chunk)
+                    metrics.blob_bytes.labels("origin").inc(len(chunk))
+        except EagleError as exc:
+            log.warning(
+                "shared download failed, streaming from origin digest=%s offset=%d error=%s",
+                blob_request.digest,
+                sent,
+                exc,
+            )
+            rest = verified_stream(fetcher.direct(blob_request, sent), sha, blob_request.digest)
+            async with contextlib.aclosing(rest) as chunks:
+                async for chunk in chunks:
+                    await response.write(chunk)
+                    sent += len(chunk)
+                    metrics.blob_bytes.labels("origin").inc(len(chunk))
+        await response.write_eof()
+    except EagleError as exc:
+        # Headers are out: the only honest answer left is a broken connection, so the
+        # client never takes a short or wrong blob for a whole one.
+        log.error("blob stream aborted digest=%s sent=%d error=%s", blob_request.digest, sent, exc)
+        if request.transport is not None:
+            request.transport.abort()
+    return response, sent
