@@ -36,3 +36,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Eagle's tracker against opentracker under wrk load (see bench/tracker_load.py).
+.PHONY: bench-tracker
+bench-tracker: install
+	$(BIN)/python -m bench.tracker_load $(BENCH_ARGS)

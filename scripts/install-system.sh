@@ -9,7 +9,12 @@ packages=(
   redis-server      # shared tracker peer store
   aria2             # stock BitTorrent client for interop tests
   opentracker       # stock tracker for interop tests
+  wrk               # HTTP load generator for the tracker benchmark
   iproute2          # network namespaces and tc for the swarm testbed
+  containerd        # runtime tests: ctr pulls through the agent; dockerd's runtime
+  docker.io         # runtime tests: dockerd pulls through the agent (mirror and proxy)
+  podman            # runtime tests: podman pull through the agent's mirror
+  util-linux        # nsenter/unshare: runtimes inside test namespaces, private /etc/docker
   python3-venv python3-dev gcc
   ca-certificates curl
 )
@@ -27,10 +32,18 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "install-system: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Keep maintainer scripts from starting services (docker.io and containerd would run as
+# system daemons otherwise); tests start their own instances with temporary roots.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Debian starts these as services on install; our tests start their own instances.
-for svc in docker-registry redis-server opentracker; do
+for svc in docker-registry redis-server opentracker docker.socket docker containerd; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

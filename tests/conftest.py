@@ -16,11 +16,22 @@ a test that needs a pristine or differently configured registry starts its own
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from eagle.testing import ImageInfo, OriginRegistry, build_oci_layout, push_image
+from eagle.ca import CaFiles, init_ca
+from eagle.testing import (
+    ImageInfo,
+    OriginRegistry,
+    build_oci_layout,
+    push_image,
+    self_signed_tls,
+)
+from eagle.testing.redis import RedisServer
+from eagle.testing.s3 import MotoS3, s3_client_env
+from eagle.testing.vethns import VethNamespace
 from eagle.utils import net
 
 KiB = 1 << 10
@@ -89,3 +100,64 @@ def pushed_image(
     """``(origin, image)``: the demo image is on the origin as ``library/demo:latest`` and
     the origin's counts start from zero (the push itself is not counted)."""
     return origin, demo_image_pushed
+
+
+# -- S3 (moto_server) -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One ``moto_server`` on loopback for the session; make a fresh bucket per test with
+    ``moto_s3.bucket()``. It runs without the machine's ``AWS_*`` and proxy variables."""
+    with MotoS3(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test process without ``AWS_*`` and proxy variables (see ``s3_client_env``)."""
+    for key in os.environ.keys() - s3_client_env().keys():
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# -- proxy mode: a non-loopback HTTPS origin and the Eagle CA -------------------------------
+
+
+@pytest.fixture(scope="session")
+def veth_ns() -> Iterator[VethNamespace]:
+    """A namespace joined to ours by a veth pair: addresses no one else can reach, and not
+    loopback (Go clients never send loopback requests through a proxy)."""
+    with VethNamespace() as ns:
+        yield ns
+
+
+@pytest.fixture(scope="session")
+def tls_origin(
+    tmp_path_factory: pytest.TempPathFactory, veth_ns: VethNamespace, image_layout: ImageInfo
+) -> Iterator[OriginRegistry]:
+    """An HTTPS origin inside ``veth_ns`` (certificate: ``tls_origin.tls``) holding the demo
+    image as ``library/demo:latest``. Reset its counts before counting."""
+    directory = tmp_path_factory.mktemp("tls-origin")
+    tls = self_signed_tls(directory / "tls", veth_ns.address)
+    with OriginRegistry(
+        directory / "registry", tls=tls, netns=veth_ns.name, listen_host=veth_ns.address
+    ) as registry:
+        push_image(image_layout.layout_dir, registry.host, DEMO_REPO, DEMO_TAG)
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def eagle_ca(tmp_path_factory: pytest.TempPathFactory) -> CaFiles:
+    """An Eagle CA made with ``eagle ca init``'s code."""
+    return init_ca(tmp_path_factory.mktemp("eagle-ca"))
+
+
+# -- Redis (the shared tracker peer store) ---------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh, empty ``redis-server`` on a free loopback port; stopped after the test."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -80,3 +80,22 @@ def test_pull_falls_back_to_origin_quickly_when_tracker_and_seeder_are_down(
     assert served(agent, "p2p") == 0
     # Connection refused is immediate; the margin is for a loaded 2-core machine.
     assert elapsed < 20, f"fallback pull took {elapsed:.1f}s"
+
+
+def test_two_seeders_without_shared_storage_cost_the_origin_one_download(
+    pushed_image: tuple[OriginRegistry, ImageInfo], cluster_factory: Any, tmp_path: Path
+) -> None:
+    origin, image = pushed_image
+    cluster: EagleCluster = cluster_factory(origins=[origin.url], agents=1, seeders=2)
+    (agent,) = cluster.of("agent")
+    pulled = pull_image(agent.hostport, REPO, TAG, tmp_path / "pull")
+    assert_identical(pulled, image)
+    # The second seeder in rendezvous order is warmed as a replica, from storage only;
+    # its own file storage is empty, so it must decline rather than go to the origin.
+    time.sleep(2)
+    for blob in image.blobs:
+        if blob.digest != image.manifest_digest:
+            assert origin.blob_gets(blob.digest) == 1, blob.digest
+    assert served(agent, "p2p") == sum(
+        b.size for b in image.blobs if b.digest != image.manifest_digest
+    )

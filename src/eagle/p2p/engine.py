@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ import libtorrent as lt
 
 from eagle.core.errors import PeerError, StorageError, SwarmStalled
 from eagle.core.metainfo import Metainfo
+from eagle.p2p.labels import label_url
 from eagle.p2p.settings import global_peer_class_filter, session_settings
+from eagle.p2p.steering import TICK_SECONDS as STEER_SECONDS
+from eagle.p2p.steering import SwarmSteering, initial_priorities, worth_steering
 from eagle.utils.net import HostPort
 from eagle.utils.tasks import TaskSet
 
@@ -61,11 +65,26 @@ def _release(session: Any) -> None:
 class TorrentEngine:
     """The host's libtorrent session: seed verified files, download blobs, enforce limits."""
 
-    def __init__(self, listen: HostPort, *, download_rate: int = 0, upload_rate: int = 0) -> None:
+    def __init__(
+        self,
+        listen: HostPort,
+        *,
+        download_rate: int = 0,
+        upload_rate: int = 0,
+        announce_labels: Mapping[str, str] | None = None,
+        role: str = "agent",
+    ) -> None:
         self.listen = listen
+        # Agents steer their downloads (eagle.p2p.steering); seeders say who they are.
+        self.role = role
+        # The host's location labels (p2p.labels), added to every tracker URL it announces to.
+        self.announce_labels = dict(announce_labels or {})
+        # Agents share swarm stripes with the agents of their IDC (eagle.p2p.steering).
+        self._site = self.announce_labels.get("idc", "")
         self._settings = session_settings(
-            listen, download_rate=download_rate, upload_rate=upload_rate
+            listen, download_rate=download_rate, upload_rate=upload_rate, role=role, site=self._site
         )
+        self._steering: SwarmSteering | None = None
         self._session: Any = None
         self._torrents: dict[bytes, _Torrent] = {}
         self._tasks = TaskSet("p2p")
@@ -82,10 +101,15 @@ class TorrentEngine:
         self._session = lt.session(params)
         self._session.set_peer_class_filter(global_peer_class_filter())
         self._tasks.spawn(self._pump_alerts(), name="alerts")
+        if self.role == "agent":
+            self._steering = SwarmSteering(self._session, str(self.listen), site=self._site)
+            self._tasks.spawn(self._steer(), name="steering")
         log.info("p2p started listen=%s", self.listen)
 
     async def stop(self) -> None:
         await self._tasks.close()
+        # Steering holds the session too; it must go for the session to be destroyed.
+        self._steering = None
         if self._session is not None:
             for t in self._torrents.values():
                 if not t.finished.done():
@@ -129,7 +153,15 @@ class TorrentEngine:
         started = time.monotonic()
         torrent = self._torrents.get(meta.infohash)
         if torrent is None:
-            torrent = self._add(meta, self._params(meta, save_dir, trackers))
+            params = self._params(meta, save_dir, trackers)
+            steer = self._steering is not None and worth_steering(params.ti.num_pieces())
+            if steer:
+                params.piece_priorities = initial_priorities(
+                    params.ti.num_pieces(), str(self.listen)
+                )
+            torrent = self._add(meta, params)
+            if steer and self._steering is not None:
+                self._steering.add(torrent.handle)
         try:
             await self._until_finished(torrent, stall_timeout)
             # "Finished" means every piece passed its hash check, not that the disk
@@ -158,6 +190,8 @@ class TorrentEngine:
         if torrent is None or self._session is None:
             return
         flags = lt.session.delete_files if delete_files else 0
+        if self._steering is not None:
+            self._steering.remove(torrent.handle)
         self._session.remove_torrent(torrent.handle, flags)
         if not torrent.finished.done():
             torrent.finished.cancel()
@@ -171,11 +205,40 @@ class TorrentEngine:
             down += s.all_time_download
         return {"uploaded": up, "downloaded": down, "torrents": len(self._torrents)}
 
+    def downloaded(self, infohash: bytes) -> int | None:
+        """Payload bytes a torrent in the session has received so far; None if absent."""
+        torrent = self._torrents.get(infohash)
+        if torrent is None or not torrent.handle.is_valid():
+            return None
+        return int(torrent.handle.status().total_payload_download)
+
+    def session_totals(self) -> tuple[int, int]:
+        """Payload bytes (downloaded, uploaded) by the session since it started; monotonic,
+        unlike :meth:`stats`, which loses the bytes of removed torrents."""
+        if self._session is None:
+            return 0, 0
+        with warnings.catch_warnings():
+            # session.status() is deprecated in favour of the asynchronous stats alert,
+            # but it is still the one synchronous read of the session's byte counters.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            status = self._session.status()
+        return int(status.total_payload_download), int(status.total_payload_upload)
+
+    def leechers(self, infohash: bytes) -> int:
+        """Connected peers of a torrent that still miss pieces: while there are any, a
+        seeder's copy is in use. 0 for a torrent not in the session."""
+        torrent = self._torrents.get(infohash)
+        if torrent is None or not torrent.handle.is_valid():
+            return 0
+        status = torrent.handle.status()
+        return max(0, int(status.num_peers) - int(status.num_seeds))
+
     # -- internals ----------------------------------------------------------------
 
     def _params(self, meta: Metainfo, save_dir: Path, trackers: Sequence[str]) -> Any:
         try:
-            info = lt.torrent_info(meta.with_trackers(trackers).to_bytes())
+            labelled = [label_url(url, self.announce_labels) for url in trackers]
+            info = lt.torrent_info(meta.with_trackers(labelled).to_bytes())
         except RuntimeError as exc:
             raise PeerError(f"libtorrent refused the torrent of {meta.digest}: {exc}") from exc
         params = lt.add_torrent_params()
@@ -184,6 +247,9 @@ class TorrentEngine:
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused
         params.flags |= lt.torrent_flags.duplicate_is_error
+        # The session's IP filter lists seeders to stop asking; only steering sets this
+        # flag, per torrent, when a download is done with the seeder.
+        params.flags &= ~lt.torrent_flags.apply_ip_filter
         return params
 
     def _add(self, meta: Metainfo, params: Any) -> _Torrent:
@@ -231,6 +297,12 @@ class TorrentEngine:
                 pass
             status = torrent.handle.status()
             self._note_peers(torrent)
+            if status.is_seeding:
+                # Also done when libtorrent's "finished" came before the last pieces were
+                # wanted (steering priorities): no second alert is promised.
+                if not torrent.finished.done():
+                    torrent.finished.set_result(None)
+                break
             if status.total_wanted_done != last_done:
                 last_done, last_progress = status.total_wanted_done, time.monotonic()
             elif time.monotonic() - last_progress > stall_timeout:
@@ -239,6 +311,14 @@ class TorrentEngine:
                     f"{last_done}/{torrent.meta.length} bytes, peers={status.num_peers}"
                 )
         torrent.finished.result()
+
+    async def _steer(self) -> None:
+        steering = self._steering
+        assert steering is not None
+        while True:
+            if len(steering):
+                steering.tick()
+            await asyncio.sleep(steering.next_tick() if len(steering) else STEER_SECONDS)
 
     async def _pump_alerts(self) -> None:
         while True:
@@ -261,7 +341,9 @@ class TorrentEngine:
         if torrent is None:
             return
         if isinstance(alert, lt.torrent_finished_alert):
-            if not torrent.finished.done():
+            # Steering gives pieces nobody can send yet priority 0, and libtorrent calls a
+            # torrent whose wanted pieces are all done "finished": only a seed is.
+            if not torrent.finished.done() and torrent.handle.status().is_seeding:
                 torrent.finished.set_result(None)
         elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             if not torrent.finished.done():
@@ -283,6 +365,7 @@ class TorrentEngine:
                 alert.message(),
                 delay,
             )
-            torrent.handle.force_reannounce(int(delay), -1)
+            # (seconds) alone: the (seconds, -1) overload raises OverflowError in the bindings.
+            torrent.handle.force_reannounce(int(delay))
         elif isinstance(alert, lt.tracker_reply_alert):
             torrent.tracker_failures = 0

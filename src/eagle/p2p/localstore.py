@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -76,12 +77,37 @@ class LocalBlobs:
                 meta = self.metainfo(digest)
             except (InvalidInput, StorageError):
                 continue
-            if entry.stat().st_size == meta.length:
-                found.append(digest)
+            # lstat: a symlink or a directory under a digest's name is not a blob we wrote.
+            with contextlib.suppress(OSError):
+                st = entry.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_size == meta.length:
+                    found.append(digest)
         return found
 
     def size(self, digest: Digest) -> int:
         return self.path(digest).stat().st_size
+
+    def sweep(self) -> tuple[Path, ...]:
+        """Delete what :meth:`list` would skip: stray or truncated files, orphan torrents.
+
+        Returns the paths removed. Only for a start-up, before anything is served.
+        """
+        complete = {d.hex for d in self.list()}
+        removed = []
+        for directory in (self.blobs_dir, self.torrents_dir):
+            for entry in directory.iterdir():
+                if entry.name in complete and entry.is_file() and not entry.is_symlink():
+                    continue
+                try:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                except OSError as exc:
+                    log.warning("cannot remove stray file path=%s error=%s", entry, exc)
+                    continue
+                removed.append(entry)
+        return tuple(removed)
 
     def write_torrent(self, meta: Metainfo) -> None:
         """Store a blob's torrent. Written before the blob, so a blob never lacks one."""

@@ -59,18 +59,30 @@ class EagleCluster:
     seeders: int = 1
     trackers: int = 1
     agent_args: list[str] = field(default_factory=list)
+    # Where agents listen (e.g. the outer end of a VethNamespace, for runtimes inside it).
+    agent_host: str = HOST
+    # A YAML file given to seeders and agents with --config (origins with CAs, credentials).
+    config_file: Path | None = None
+    seeder_args: list[str] = field(default_factory=list)
+    tracker_args: list[str] = field(default_factory=list)
+    """Extra flags of every tracker, e.g. ``--peer-store redis://…`` to share one view."""
+    env: dict[str, str] | None = None
+    """The components' environment (default: ours), e.g. without ``AWS_*`` variables."""
     nodes: list[Node] = field(default_factory=list)
 
     def _start(self, kind: str, index: int, args: list[str]) -> Node:
-        port = free_port(HOST)
+        host = self.agent_host if kind == "agent" else HOST
+        port = free_port(host)
         name = f"{kind}{index}"
         data_dir = self.workdir / name
-        argv = [sys.executable, "-m", "eagle", kind, "--listen", f"{HOST}:{port}", *args]
+        argv = [sys.executable, "-m", "eagle", kind, "--listen", f"{host}:{port}", *args]
         if kind != "tracker":
             argv += ["--data-dir", str(data_dir), "--p2p-port", str(free_port(HOST))]
             argv += [a for o in self.origins for a in ("--origin", o)]
-        proc = ManagedProcess(argv, self.workdir / "logs" / f"{name}.log", name=name)
-        node = Node(kind, name, f"http://{HOST}:{port}", proc, data_dir)
+        if kind != "tracker" and self.config_file is not None:
+            argv += ["--config", str(self.config_file)]
+        proc = ManagedProcess(argv, self.workdir / "logs" / f"{name}.log", name=name, env=self.env)
+        node = Node(kind, name, f"http://{host}:{port}", proc, data_dir)
         self.nodes.append(node)
         proc.start()
         wait_http(f"{node.url}/healthz", timeout=30, process=proc)
@@ -79,10 +91,10 @@ class EagleCluster:
     def start(self) -> EagleCluster:
         try:
             for i in range(self.trackers):
-                self._start("tracker", i, [])
+                self._start("tracker", i, list(self.tracker_args))
             tracker_args = [a for t in self.tracker_urls for a in ("--tracker", t)]
             for i in range(self.seeders):
-                self._start("seeder", i, tracker_args)
+                self._start("seeder", i, tracker_args + self.seeder_args)
             seeder_args = [a for s in self.of("seeder") for a in ("--seeder", s.url)]
             for i in range(self.agents):
                 self._start("agent", i, tracker_args + seeder_args + self.agent_args)

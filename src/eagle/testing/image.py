@@ -223,7 +223,91 @@ def build_oci_layout(
     return info
 
 
-def _add_to_index(directory: Path, manifest: BlobInfo, tag: str) -> None:
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What :func:`build_multiarch_layout` wrote: an image index over one image a platform."""
+
+    layout_dir: Path
+    tag: str
+    index: BlobInfo
+    images: dict[str, ImageInfo]  # "os/arch" -> that platform's image
+
+
+def build_multiarch_layout(
+    directory: Path,
+    platforms: Sequence[str],
+    layer_sizes: Sequence[int],
+    seed: int = 0,
+    tag: str = "latest",
+) -> IndexInfo:
+    """Write an OCI layout whose ``tag`` is an image index with one image per ``os/arch``.
+
+    Each platform's image has its own layers (of ``layer_sizes``) and a config naming its
+    platform; push it with ``push_image(..., all_platforms=True)``.
+    """
+    blobs_dir = directory / "blobs" / "sha256"
+    blobs_dir.mkdir(parents=True, exist_ok=True)
+    images: dict[str, ImageInfo] = {}
+    entries = []
+    for number, platform in enumerate(platforms):
+        os_name, _, arch = platform.partition("/")
+        layers: list[BlobInfo] = []
+        diff_ids: list[str] = []
+        for position, size in enumerate(layer_sizes):
+            label = f"{seed}:{platform}:{position}"
+            blob, diff_id = _write_layer(
+                blobs_dir, f"eagle-layer:{label}", size, f"eagle/layer-{number}-{position}.bin"
+            )
+            layers.append(blob)
+            diff_ids.append(diff_id)
+        config = _write_json_blob(
+            blobs_dir,
+            {
+                "architecture": arch,
+                "os": os_name,
+                "config": {"Cmd": ["/bin/true"]},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            },
+        )
+        manifest = _write_json_blob(
+            blobs_dir,
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "config": {
+                    "mediaType": CONFIG_MEDIA_TYPE,
+                    "digest": config.digest,
+                    "size": config.size,
+                },
+                "layers": [
+                    {"mediaType": LAYER_MEDIA_TYPE, "digest": b.digest, "size": b.size}
+                    for b in layers
+                ],
+            },
+        )
+        images[platform] = ImageInfo(directory, tag, manifest, config, tuple(layers))
+        entries.append(
+            {
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "digest": manifest.digest,
+                "size": manifest.size,
+                "platform": {"architecture": arch, "os": os_name},
+            }
+        )
+    index = _write_json_blob(
+        blobs_dir, {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries}
+    )
+    _add_to_index(directory, index, tag, INDEX_MEDIA_TYPE)
+    log.info("built image index layout=%s tag=%s platforms=%s", directory, tag, list(platforms))
+    return IndexInfo(directory, tag, index, images)
+
+
+def _add_to_index(
+    directory: Path, manifest: BlobInfo, tag: str, media_type: str = MANIFEST_MEDIA_TYPE
+) -> None:
     (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     index_path = directory / "index.json"
     index: dict[str, Any] = {"schemaVersion": 2, "manifests": []}
@@ -236,7 +320,7 @@ def _add_to_index(directory: Path, manifest: BlobInfo, tag: str) -> None:
     ]
     index["manifests"].append(
         {
-            "mediaType": MANIFEST_MEDIA_TYPE,
+            "mediaType": media_type,
             "digest": manifest.digest,
             "size": manifest.size,
             "annotations": {_REF_NAME: tag},
@@ -325,16 +409,20 @@ def push_image(
     *,
     tls_verify: bool = False,
     env: Mapping[str, str] | None = None,
+    all_platforms: bool = False,
 ) -> None:
     """Copy ``oci:LAYOUT_DIR:TAG`` to ``docker://REGISTRY/REPO:TAG`` byte for byte.
 
     ``registry`` is ``HOST:PORT``; ``creds`` is ``USER:PASSWORD``. ``--preserve-digests``
-    makes skopeo fail rather than re-compress or convert anything.
+    makes skopeo fail rather than re-compress or convert anything. ``all_platforms``
+    copies every image of an index (``skopeo copy --all``), not just the host's.
     """
     args = [
         "copy", "--quiet", "--preserve-digests",
         f"--dest-tls-verify={str(tls_verify).lower()}",
     ]  # fmt: skip
+    if all_platforms:
+        args.append("--all")
     if creds is not None:
         args += ["--dest-creds", creds]
     args += [f"oci:{layout_dir}:{tag}", f"docker://{registry}/{repo}:{tag}"]

@@ -169,6 +169,9 @@ class OriginRegistry:
         tls: TlsFiles | None = None,
         port: int | None = None,
         binary: str = REGISTRY_BINARY,
+        listen_host: str = "127.0.0.1",
+        netns: str | None = None,
+        auth_config: dict[str, object] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if directory is None:
@@ -180,6 +183,14 @@ class OriginRegistry:
         self.binary = binary
         self._port = port
         self._port_pinned = port is not None
+        # Inside a testbed namespace the origin must answer other hosts too ("0.0.0.0");
+        # ``host`` and ``url`` still name loopback, which works from the same namespace.
+        self.listen_host = listen_host
+        # Run inside this named network namespace (so the origin has an address no one
+        # outside the test's namespaces can reach); ``host`` then names ``listen_host``.
+        self.netns = netns
+        # A raw ``auth:`` section (token auth: eagle.testing.tokenauth); wins over ``auth``.
+        self.auth_config = auth_config
         self._process: ManagedProcess | None = None
         self._count_from = 0  # log byte offset where counting starts
 
@@ -194,8 +205,10 @@ class OriginRegistry:
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:PORT``, the registry's name in image references."""
-        return f"127.0.0.1:{self.port}"
+        """``127.0.0.1:PORT`` (or ``LISTEN_HOST:PORT`` when bound to one specific
+        address), the registry's name in image references."""
+        address = self.listen_host if self.listen_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"{address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -242,8 +255,9 @@ class OriginRegistry:
                 self._port = free_port()
             self._write_config()
             env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+            netns = ["ip", "netns", "exec", self.netns] if self.netns else []
             process = ManagedProcess(
-                [self.binary, "serve", str(self.config_path)],
+                [*netns, self.binary, "serve", str(self.config_path)],
                 self.log_path,
                 env=env,
                 name="docker-registry",
@@ -296,7 +310,7 @@ class OriginRegistry:
 
     def _write_config(self) -> None:
         http: dict[str, object] = {
-            "addr": f"127.0.0.1:{self.port}",
+            "addr": f"{self.listen_host}:{self.port}",
             # A fixed secret silences the start-up warning and keeps upload state valid
             # across a stop/start in the middle of a test.
             "secret": self._secret(),
@@ -319,6 +333,8 @@ class OriginRegistry:
             htpasswd = self.directory / "htpasswd"
             htpasswd.write_text(htpasswd_line(self.auth.username, self.auth.password) + "\n")
             config["auth"] = {"htpasswd": {"realm": self.auth.realm, "path": str(htpasswd)}}
+        if self.auth_config is not None:
+            config["auth"] = self.auth_config
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _secret(self) -> str:
