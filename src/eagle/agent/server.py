@@ -60,6 +60,9 @@ class AgentServer:
             config.seeder_timeout,
             config.metainfo_timeout,
             replicas=config.seeder_replicas,
+            # "Still fetching" answers are the agent's sign of p2p life: they must come
+            # more often than the fallback timeout, or a slow origin fetch looks dead.
+            long_poll=config.fallback_timeout / 2,
         )
         self.bandwidth = HostBandwidth(self.engine, Rates(config.download_rate, config.upload_rate))
         self.metrics.watch_p2p(self.engine.session_totals, lambda: self.engine.stats()["torrents"])

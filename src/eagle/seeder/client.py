@@ -19,7 +19,8 @@ from eagle.utils.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.05
+LONG_POLL_SECONDS = 1.0
 
 
 def rank_seeders(seeders: Sequence[str], digest: Digest) -> list[str]:
@@ -53,8 +54,13 @@ class SeederClient:
         fetch_timeout: float = 300.0,
         *,
         replicas: int = 2,
+        long_poll: float = LONG_POLL_SECONDS,
     ) -> None:
         self.seeders = [s.rstrip("/") for s in seeders]
+        # The seeder holds each request up to this long for its origin fetch, so a
+        # quick fetch costs no polling round. Capped at half the request timeout, so
+        # a frozen seeder is still noticed within `request_timeout`.
+        self.long_poll = max(0.0, min(long_poll, request_timeout / 2))
         self.request_timeout = request_timeout
         self.fetch_timeout = fetch_timeout
         self.replicas = max(1, replicas)
@@ -95,7 +101,9 @@ class SeederClient:
         ranked = rank_seeders(self.seeders, digest)
         for i, seeder in enumerate(ranked):
             try:
-                meta = await self._poll(f"{seeder}/v1/metainfo?{query}", digest, on_pending)
+                meta = await self._poll(
+                    f"{seeder}/v1/metainfo?{query}&wait={self.long_poll:g}", digest, on_pending
+                )
             except (aiohttp.ClientError, TimeoutError, SeederUnavailable, InvalidInput) as exc:
                 log.info("seeder failed seeder=%s digest=%s error=%r", seeder, digest, exc)
                 failures.append(f"{seeder}: {exc!r}")

@@ -104,6 +104,10 @@ class SeederServer:
         origin = self.origins.origins.resolve(query["origin"])
         stored_only = query.get("stored_only") == "1"
         result = self.service.lookup(origin, repo, digest, stored_only)
+        wait = _wait_seconds(query.get("wait"))
+        if isinstance(result, Pending) and wait > 0:
+            await self.service.settled(digest, wait)
+            result = self.service.lookup(origin, repo, digest, stored_only)
         if isinstance(result, Pending):
             self.service.metrics.metainfo_requests.labels("pending").inc()
             return web.Response(
@@ -116,3 +120,14 @@ class SeederServer:
             )
         self.service.metrics.metainfo_requests.labels("ready").inc()
         return web.Response(body=result.to_bytes(), headers={"Content-Type": TORRENT_TYPE})
+
+
+MAX_WAIT_SECONDS = 5.0
+
+
+def _wait_seconds(raw: str | None) -> float:
+    """``wait``: how long an agent lets us hold a request while the blob is fetched."""
+    try:
+        return min(max(float(raw or 0), 0.0), MAX_WAIT_SECONDS)
+    except ValueError:
+        raise InvalidInput(f"wait must be a number of seconds, got {raw!r:.30}") from None

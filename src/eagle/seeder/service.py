@@ -18,6 +18,7 @@ seeder and, last, the origin themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -111,6 +112,18 @@ class SeederService:
     async def close(self) -> None:
         await self._tasks.close()
         await self.storage.close()
+
+    async def settled(self, digest: Digest, seconds: float) -> None:
+        """Wait up to ``seconds`` for a fetch of ``digest`` in progress to end.
+
+        Lets the HTTP API answer a request with the torrent instead of "fetching" when
+        the origin is quick, rather than making every agent poll again.
+        """
+        task = self._fetching.get(digest)
+        if task is None or seconds <= 0:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), seconds)
 
     def lookup(
         self, origin: Origin, repo: str, digest: Digest, stored_only: bool = False
