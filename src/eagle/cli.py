@@ -54,6 +54,12 @@ LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")
 RegionOpt = Annotated[str | None, typer.Option(help="Region label, sent to the tracker.")]
 IdcOpt = Annotated[str | None, typer.Option(help="Data centre (IDC) label, sent to the tracker.")]
 RackOpt = Annotated[str | None, typer.Option(help="Rack label, sent to the tracker.")]
+HostDownloadRateOpt = Annotated[
+    str | None, typer.Option(help="Host download cap, e.g. 50M (0 = none).")
+]
+HostUploadRateOpt = Annotated[
+    str | None, typer.Option(help="Host upload cap, e.g. 50M (0 = none).")
+]
 
 
 def _setup_logging(level: str) -> None:
@@ -252,12 +258,8 @@ def agent(
     ] = None,
     origin: OriginOpt = None,
     data_dir: DataDirOpt = None,
-    download_rate: Annotated[
-        str | None, typer.Option(help="Host download cap, e.g. 50M (0 = none).")
-    ] = None,
-    upload_rate: Annotated[
-        str | None, typer.Option(help="Host upload cap, e.g. 50M (0 = none).")
-    ] = None,
+    download_rate: HostDownloadRateOpt = None,
+    upload_rate: HostUploadRateOpt = None,
     stall_timeout: Annotated[
         float | None, typer.Option(help="Seconds without p2p progress before using the origin.")
     ] = None,
@@ -522,12 +524,8 @@ def preheat(
 @agent_app.command("set-rate")
 def agent_set_rate(
     agent: AgentUrlsOpt,
-    download: Annotated[
-        str | None, typer.Option(help="Host download cap, e.g. 50M (0 = none).")
-    ] = None,
-    upload: Annotated[
-        str | None, typer.Option(help="Host upload cap, e.g. 50M (0 = none).")
-    ] = None,
+    download: HostDownloadRateOpt = None,
+    upload: HostUploadRateOpt = None,
     token: AdminTokenOpt = None,
 ) -> None:
     """Change running agents' rate limits now (no restart); without a limit, show them."""

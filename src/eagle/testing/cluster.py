@@ -12,9 +12,8 @@ import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from eagle.testing.procs import ManagedProcess, wait_http
+from eagle.testing.procs import ManagedProcess, StartStopContext, wait_http
 from eagle.utils.net import free_port
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class Node:
 
 
 @dataclass
-class EagleCluster:
+class EagleCluster(StartStopContext):
     """Start trackers, then seeders, then agents; stop them all in reverse order."""
 
     workdir: Path
@@ -114,14 +113,3 @@ class EagleCluster:
     @property
     def tracker_urls(self) -> list[str]:
         return [f"{n.url}/announce" for n in self.of("tracker")]
-
-    def __enter__(self) -> EagleCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,34 @@ def log_tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class ManagedProcess:
+class StartStopContext:
+    """Mixin: a ``with`` block calls :meth:`start` on entry and :meth:`stop` on exit.
+
+    For the helpers here that own a server or process; the class supplies both methods.
+    """
+
+    def start(self) -> object:
+        """Start whatever this object owns."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop it again, leaving nothing running."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StartStopContext):
     """One child process in its own session, owned by whoever started it.
 
     The child (and anything it forks) gets a new process group, so :meth:`stop` can
@@ -128,18 +156,6 @@ class ManagedProcess:
         _signal_group(pgid, signal.SIGKILL)
         _live.discard(self)
         log.info("stopped name=%s pid=%d status=%s", self.name, pgid, popen.returncode)
-
-    def __enter__(self) -> ManagedProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         pid = self._popen.pid if self._popen is not None else None

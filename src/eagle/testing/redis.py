@@ -5,9 +5,8 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 
-from eagle.testing.procs import ManagedProcess, log_tail
+from eagle.testing.procs import ManagedProcess, StartStopContext, log_tail
 from eagle.utils.net import free_port
 
 REDIS_BINARY = "redis-server"
@@ -22,7 +21,7 @@ def _ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(StartStopContext):
     """``redis-server`` bound to 127.0.0.1, no persistence, its log in ``workdir``.
 
     Use as a context manager; :meth:`stop` leaves nothing running. :meth:`start`
@@ -69,14 +68,3 @@ class RedisServer:
         if self._process is not None:
             self._process.stop()
             self._process = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -28,9 +28,8 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from eagle.testing.procs import ManagedProcess, log_tail
+from eagle.testing.procs import ManagedProcess, StartStopContext, log_tail
 from eagle.testing.vethns import VethNamespace
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ def _wait_unix(path: Path, probe: bytes, process: ManagedProcess, timeout: float
         time.sleep(0.1)
 
 
-class Containerd:
+class Containerd(StartStopContext):
     """containerd in ``directory`` (CRI disabled); socket ``directory/containerd.sock``."""
 
     def __init__(self, directory: Path) -> None:
@@ -147,19 +146,8 @@ class Containerd:
         if self.process is not None:
             self.process.stop()
 
-    def __enter__(self) -> Containerd:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class Dockerd:
+class Dockerd(StartStopContext):
     """dockerd with temporary roots, using ``containerd``; ``/etc/docker`` is ``etc_docker``.
 
     ``etc_docker`` holds ``daemon.json`` (created empty when missing) and ``certs.d``,
@@ -246,17 +234,6 @@ class Dockerd:
         if self.process is not None:
             self.process.stop(timeout=20)
         shutil.rmtree(self._short, ignore_errors=True)
-
-    def __enter__(self) -> Dockerd:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def podman_pull(

@@ -14,10 +14,9 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from eagle.storage.config import S3Options
-from eagle.testing.procs import ManagedProcess, wait_http
+from eagle.testing.procs import ManagedProcess, StartStopContext, wait_http
 from eagle.utils.net import free_port
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def s3_client_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class MotoS3:
+class MotoS3(StartStopContext):
     """``moto_server`` on ``127.0.0.1:<free port>``; buckets made with :meth:`bucket`."""
 
     def __init__(self, workdir: Path) -> None:
@@ -102,15 +101,3 @@ class MotoS3:
         with opener.open(request, timeout=10) as resp:
             resp.read()
         return name
-
-    def __enter__(self) -> MotoS3:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
