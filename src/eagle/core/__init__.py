@@ -1,1 +1,1 @@
-"""Domain values shared by every component: digests, metainfo, peers, errors. No I/O."""
+"""Domain values shared by every component: digests, metainfo, errors. No I/O."""
