@@ -177,3 +177,10 @@ def test_parse_hostport_invalid(text: str) -> None:
 @pytest.mark.parametrize("text", ["127.0.0.1:80", "[::1]:80", "example.org:443"])
 def test_hostport_str_round_trips(text: str) -> None:
     assert str(parse_hostport(text)) == text
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    from eagle.utils.net import free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)

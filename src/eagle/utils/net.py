@@ -43,9 +43,19 @@ def parse_size(value: object) -> int:
     return int(amount * _UNITS[unit])
 
 
+# Ports this process handed out: the kernel may offer a just-closed port again, and two
+# servers started from one process (an HTTP and a BitTorrent port) must not share one.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (for tests and `eagle up`)."""
+    """A TCP port nobody listens on right now and this process has not handed out before."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no unused TCP port found after 100 tries")
