@@ -165,6 +165,26 @@ def _write_json_blob(blobs_dir: Path, document: Mapping[str, Any]) -> BlobInfo:
     return blob
 
 
+def _write_manifest(blobs_dir: Path, config: BlobInfo, layers: Sequence[BlobInfo]) -> BlobInfo:
+    """An OCI image manifest naming ``config`` and ``layers``, written as a blob."""
+    return _write_json_blob(
+        blobs_dir,
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {
+                "mediaType": CONFIG_MEDIA_TYPE,
+                "digest": config.digest,
+                "size": config.size,
+            },
+            "layers": [
+                {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}
+                for layer in layers
+            ],
+        },
+    )
+
+
 def build_oci_layout(
     directory: Path, layer_sizes: Sequence[int], seed: int = 0, tag: str = "latest"
 ) -> ImageInfo:
@@ -198,22 +218,7 @@ def build_oci_layout(
             "history": [{"created_by": f"eagle.testing layer {i}"} for i in range(len(layers))],
         },
     )
-    manifest = _write_json_blob(
-        blobs_dir,
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {
-                "mediaType": CONFIG_MEDIA_TYPE,
-                "digest": config.digest,
-                "size": config.size,
-            },
-            "layers": [
-                {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}
-                for layer in layers
-            ],
-        },
-    )
+    manifest = _write_manifest(blobs_dir, config, layers)
     _add_to_index(directory, manifest, tag)
     info = ImageInfo(directory, tag, manifest, config, tuple(layers))
     log.info(
@@ -272,22 +277,7 @@ def build_multiarch_layout(
                 "rootfs": {"type": "layers", "diff_ids": diff_ids},
             },
         )
-        manifest = _write_json_blob(
-            blobs_dir,
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_MEDIA_TYPE,
-                "config": {
-                    "mediaType": CONFIG_MEDIA_TYPE,
-                    "digest": config.digest,
-                    "size": config.size,
-                },
-                "layers": [
-                    {"mediaType": LAYER_MEDIA_TYPE, "digest": b.digest, "size": b.size}
-                    for b in layers
-                ],
-            },
-        )
+        manifest = _write_manifest(blobs_dir, config, layers)
         images[platform] = ImageInfo(directory, tag, manifest, config, tuple(layers))
         entries.append(
             {
