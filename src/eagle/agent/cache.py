@@ -133,12 +133,6 @@ class BlobCache:
         finally:
             self._evict(self._lru.unpin(digest))
 
-    def set_capacity(self, capacity: int) -> None:
-        """Resize the cache, evicting what no longer fits."""
-        self._lru.capacity = capacity or _NO_LIMIT
-        self.metrics.cache_capacity.set(capacity)
-        self._evict(self._lru.shrink())
-
     def _evict(self, digests: list[Digest]) -> None:
         for digest in digests:
             infohash = self._infohash.pop(digest, None)

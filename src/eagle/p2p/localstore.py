@@ -21,16 +21,12 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from eagle.core.digest import Digest
 from eagle.core.errors import InvalidInput, StorageError
 from eagle.core.metainfo import Metainfo, PieceHasher
-
-if TYPE_CHECKING:
-    from eagle.p2p.engine import TorrentEngine
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +166,6 @@ class LocalBlobs:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-
-
-def resume_seeding(blobs: LocalBlobs, engine: TorrentEngine, trackers: Sequence[str]) -> int:
-    """After a restart: drop unverified leftovers, seed every complete blob; return how many."""
-    blobs.discard_partial()
-    digests = blobs.list()
-    for digest in digests:
-        engine.seed(blobs.metainfo(digest), blobs.blobs_dir, trackers)
-    return len(digests)
 
 
 def metainfo_of_file(digest: Digest, path: Path) -> Metainfo:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 
-from aiohttp import web
-
-from eagle.core.digest import Digest, check_repository
+from eagle.core.digest import Digest
 from eagle.core.errors import InvalidInput
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -37,7 +35,3 @@ def check_reference(reference: str) -> str:
         err.code = "TAG_INVALID"
         raise err
     return reference
-
-
-def repo_of(request: web.Request) -> str:
-    return check_repository(request.match_info["name"])
