@@ -210,6 +210,13 @@ def seeder(
             help="Announce as a dedicated seeder, spared once peers have copies [on].",
         ),
     ] = None,
+    stream_slots: Annotated[
+        int | None,
+        typer.Option(
+            help="Agents per blob that may stream it over HTTP while it is fetched from the"
+            " origin (1; 0 = off: everyone waits for the torrent)."
+        ),
+    ] = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run a seeder: fetch each blob from the origin once, store it, and seed it."""
@@ -234,6 +241,7 @@ def seeder(
             "idc": idc,
             "rack": rack,
             "announce_seeder": announce_seeder,
+            "stream_slots": stream_slots,
         },
     )
     _run([SeederServer(cfg)])
@@ -270,6 +278,20 @@ def agent(
     fallback_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds without any p2p progress before streaming from the origin (2)."),
+    ] = None,
+    seeder_stream: Annotated[
+        bool | None,
+        typer.Option(
+            "--seeder-stream/--no-seeder-stream",
+            help="Stream a cold blob from the seeder while it fetches it from the origin [on].",
+        ),
+    ] = None,
+    prefetch: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefetch/--no-prefetch",
+            help="Fetch all blobs of an image as soon as a client gets its manifest (on).",
+        ),
     ] = None,
     proxy: Annotated[
         bool | None,
@@ -324,6 +346,8 @@ def agent(
             "stall_timeout": stall_timeout,
             "cache_size": cache_size,
             "fallback_timeout": fallback_timeout,
+            "seeder_stream": seeder_stream,
+            "prefetch": prefetch,
             "proxy": proxy,
             "proxy_rule": proxy_rule,
             "ca_cert": ca_cert,

@@ -25,14 +25,13 @@ from eagle.testing.cluster import EagleCluster, Node
 MiB = 1 << 20
 LAYER_SIZES = [48 * MiB, 8 * MiB, 1 * MiB, 100 * 1024]
 REPO, TAG = "demo/app", "v1"
-SOURCES = ("cache", "p2p", "origin")
+# Where each agent brought the blobs in from: the swarm, a stream from the seeder while
+# it fetched a cold blob (the first agent), or the origin (only if p2p failed).
+SOURCES = ("p2p", "seeder", "origin")
 
 
-def _served(node: Node) -> dict[str, float]:
-    samples = node.metrics()
-    return {
-        s: samples.get(f'eagle_agent_blob_bytes_served_total{{source="{s}"}}', 0.0) for s in SOURCES
-    }
+def _fetched(node: Node) -> dict[str, float]:
+    return {s: node.fetched(s) for s in SOURCES}
 
 
 def _pull(node: Node, dest: Path) -> float:
@@ -67,11 +66,11 @@ def run(workdir: Path, console: Console) -> bool:
             for source in SOURCES:
                 table.add_column(f"MiB from {source}", justify="right")
             for agent in agents:
-                served = _served(agent)
+                fetched = _fetched(agent)
                 table.add_row(
                     agent.name,
                     f"{times[agent.name]:.2f}",
-                    *(f"{served[s] / MiB:.1f}" for s in SOURCES),
+                    *(f"{fetched[s] / MiB:.1f}" for s in SOURCES),
                 )
             console.print(table)
             origin_bytes = origin.blob_bytes()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from eagle.agent.preheat import ImageRef, Platform, blobs_of, select_manifests
+from eagle.agent.preheat import ImageRef, Platform, select_manifests
 from eagle.core.digest import Digest
 from eagle.core.errors import InvalidInput, OriginError
+from eagle.registry.manifests import blobs_of
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

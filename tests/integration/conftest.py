@@ -23,6 +23,9 @@ def cluster_factory(tmp_path: Path) -> Iterator[type[EagleCluster]]:
 
     def make(**kwargs: object) -> EagleCluster:
         workdir = tmp_path / f"cluster{len(started)}"
+        # These tests exercise the swarm path: a cold blob's first agent would otherwise
+        # stream it from the seeder (tests/agent/test_seeder_stream.py covers that).
+        kwargs["agent_args"] = ["--no-seeder-stream", *kwargs.get("agent_args", [])]  # type: ignore[misc]
         return _Cluster(workdir=workdir, **kwargs).start()  # type: ignore[arg-type]
 
     yield make  # type: ignore[misc]

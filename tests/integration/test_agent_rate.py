@@ -57,7 +57,8 @@ def limited_agent(
         tmp_path_factory.mktemp("rate-cluster"),
         [origin_session.url],
         agents=1,
-        agent_args=["--download-rate", "5M", "--origin", alias],
+        # One download over BitTorrent, one over HTTP: no seeder stream of the cold blob.
+        agent_args=["--download-rate", "5M", "--origin", alias, "--no-seeder-stream"],
     ) as cluster:
         yield cluster
 

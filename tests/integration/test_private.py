@@ -73,9 +73,7 @@ def test_authorized_pull_works_and_the_cached_blobs_are_refused_to_everyone_else
     pulled = pull_image(agent.hostport, REPO, TAG, tmp_path / "pull", creds=ALICE.creds)
     for blob in image_layout.blobs:
         assert hashlib.sha256(pulled[blob.hex].read_bytes()).hexdigest() == blob.hex
-    assert metric(agent, 'eagle_agent_blob_bytes_served_total{source="p2p"}') == (
-        image_layout.total_blob_bytes
-    )
+    assert agent.fetched("p2p") == image_layout.total_blob_bytes
 
     layer = max(image_layout.blobs, key=lambda b: b.size)
     data = image_layout.blob_path(layer.digest).read_bytes()
@@ -214,9 +212,7 @@ def test_bearer_tokens_pass_through_and_guard_the_cached_blobs(
         for blob in image_layout.blobs:
             assert hashlib.sha256(pulled[blob.hex].read_bytes()).hexdigest() == blob.hex
         assert token_server.requests > asked
-        assert metric(agent, 'eagle_agent_blob_bytes_served_total{source="p2p"}') == (
-            image_layout.total_blob_bytes
-        )
+        assert agent.fetched("p2p") == image_layout.total_blob_bytes
 
         layer = max(image_layout.blobs, key=lambda b: b.size)
         url = f"{agent.url}/v2/{REPO}/blobs/{layer.digest}"

@@ -9,13 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from eagle.testing import ImageInfo, OriginRegistry, pull_image
-from eagle.testing.cluster import EagleCluster, Node
+from eagle.testing.cluster import EagleCluster
 
 REPO, TAG = "library/demo", "latest"
-
-
-def served(node: Node, source: str) -> float:
-    return node.metrics().get(f'eagle_agent_blob_bytes_served_total{{source="{source}"}}', 0.0)
 
 
 def assert_identical(pulled: dict[str, Path], image: ImageInfo) -> None:
@@ -55,10 +51,12 @@ def test_three_agents_pull_the_image_peer_to_peer(
     blob_bytes = sum(b.size for b in image.blobs if b.digest != image.manifest_digest)
     assert origin.blob_bytes() == blob_bytes
 
-    # Every agent got every blob from the swarm, none from the origin.
+    # Every agent got every blob from the swarm (for the client, or prefetched when it
+    # got the manifest), none from the origin, and served each blob once.
     for node in cluster.of("agent"):
-        assert served(node, "p2p") == blob_bytes, node.name
-        assert served(node, "origin") == 0, node.name
+        assert node.fetched("p2p") == blob_bytes, node.name
+        assert node.fetched("origin") == 0, node.name
+        assert node.served("p2p") + node.served("cache") == blob_bytes, node.name
 
 
 def test_pull_falls_back_to_origin_quickly_when_tracker_and_seeder_are_down(
@@ -76,8 +74,8 @@ def test_pull_falls_back_to_origin_quickly_when_tracker_and_seeder_are_down(
 
     assert_identical(pulled, image)
     blob_bytes = sum(b.size for b in image.blobs if b.digest != image.manifest_digest)
-    assert served(agent, "origin") == blob_bytes
-    assert served(agent, "p2p") == 0
+    assert agent.fetched("origin") == blob_bytes
+    assert agent.fetched("p2p") == 0
     # Connection refused is immediate; the margin is for a loaded 2-core machine.
     assert elapsed < 20, f"fallback pull took {elapsed:.1f}s"
 
@@ -96,6 +94,6 @@ def test_two_seeders_without_shared_storage_cost_the_origin_one_download(
     for blob in image.blobs:
         if blob.digest != image.manifest_digest:
             assert origin.blob_gets(blob.digest) == 1, blob.digest
-    assert served(agent, "p2p") == sum(
+    assert agent.fetched("p2p") == sum(
         b.size for b in image.blobs if b.digest != image.manifest_digest
     )

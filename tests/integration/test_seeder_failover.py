@@ -56,10 +56,6 @@ def seeding(node: Node) -> float:
     return node.metrics().get("eagle_seeder_blobs_seeding", 0.0)
 
 
-def served(node: Node, source: str) -> float:
-    return node.metrics().get(f'eagle_agent_blob_bytes_served_total{{source="{source}"}}', 0.0)
-
-
 def test_pull_survives_kill_9_of_the_seeder_in_use(
     pushed_image: tuple[OriginRegistry, ImageInfo],
     moto_s3: MotoS3,
@@ -107,8 +103,8 @@ def test_pull_survives_kill_9_of_the_seeder_in_use(
     assert len(data) == layer.size
     # The origin served the layer once, to the first seeder; the second read the bucket.
     assert origin.blob_gets(layer.digest) == 1
-    assert served(agent, "p2p") == layer.size
-    assert served(agent, "origin") == 0
+    assert agent.served("p2p") == layer.size
+    assert agent.served("origin") == 0
     # Both built the same torrent from the same bytes: one swarm.
     assert first.data_dir is not None
     torrent_of_first = Metainfo.from_bytes((first.data_dir / "torrents" / layer.hex).read_bytes())
@@ -138,5 +134,5 @@ def test_agents_fall_back_to_the_origin_when_s3_is_down(
     elapsed = time.monotonic() - started
 
     assert hashlib.sha256(data).hexdigest() == layer.hex
-    assert served(agent, "origin") == layer.size
+    assert agent.served("origin") == layer.size
     assert elapsed < 15, f"falling back took {elapsed:.1f}s"

@@ -61,8 +61,9 @@ def start_cluster(
             tmp_path / f"cluster{len(started)}",
             origins=[],
             agents=1,
-            # HTTP on the veth (for runtimes inside the namespace), the swarm on loopback.
-            agent_args=["--p2p-host", "127.0.0.1", *(agent_args or [])],
+            # HTTP on the veth (for runtimes inside the namespace), the swarm on loopback;
+            # layers over the swarm, not streamed from the seeder (its own tests cover that).
+            agent_args=["--p2p-host", "127.0.0.1", "--no-seeder-stream", *(agent_args or [])],
             agent_host=veth_ns.host_address,
             config_file=origins_yaml,
         )

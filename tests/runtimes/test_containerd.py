@@ -33,7 +33,7 @@ def test_ctr_pulls_through_the_agent_mirror_with_the_ns_query(
 
     assert reference in containerd.ctr(["images", "ls", "-q"]).split()
     metrics = agent.metrics()
-    p2p = metrics.get('eagle_agent_blob_bytes_served_total{source="p2p"}', 0.0)
+    p2p = metrics.get('eagle_agent_blob_bytes_fetched_total{source="p2p"}', 0.0)
     assert p2p == image_layout.total_blob_bytes
     # The origin sent each blob once, to the seeder.
     for blob in image_layout.blobs:

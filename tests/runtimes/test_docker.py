@@ -11,13 +11,9 @@ from pathlib import Path
 
 from eagle.ca import CaFiles
 from eagle.testing import ImageInfo, OriginRegistry
-from eagle.testing.cluster import EagleCluster, Node
+from eagle.testing.cluster import EagleCluster
 from eagle.testing.runtimes import Containerd, Dockerd, eagle_configure, systemd_environment
 from eagle.testing.vethns import VethNamespace
-
-
-def served(agent: Node, source: str) -> float:
-    return agent.metrics().get(f'eagle_agent_blob_bytes_served_total{{source="{source}"}}', 0.0)
 
 
 def test_docker_pulls_docker_hub_names_through_registry_mirror(
@@ -43,8 +39,8 @@ def test_docker_pulls_docker_hub_names_through_registry_mirror(
         image = dockerd.image_inspect("library/demo:latest")
 
     assert image["Id"] == image_layout.config_digest
-    assert served(agent, "p2p") == image_layout.total_blob_bytes
-    assert served(agent, "origin") == 0
+    assert agent.fetched("p2p") == image_layout.total_blob_bytes
+    assert agent.fetched("origin") == 0
     for blob in image_layout.blobs:
         assert tls_origin.blob_gets(blob.digest) == 1, blob.digest
 
@@ -83,7 +79,7 @@ def test_docker_pulls_through_https_proxy_with_the_eagle_ca(
     assert image["Id"] == image_layout.config_digest
     metrics = agent.metrics()
     assert metrics.get('eagle_agent_proxy_connections_total{action="intercept"}', 0) >= 1
-    assert served(agent, "p2p") == image_layout.total_blob_bytes
-    assert served(agent, "origin") == 0
+    assert agent.fetched("p2p") == image_layout.total_blob_bytes
+    assert agent.fetched("origin") == 0
     for blob in image_layout.blobs:
         assert tls_origin.blob_gets(blob.digest) == 1, blob.digest

@@ -33,9 +33,9 @@ def test_podman_pulls_through_the_agent_mirror(
 
     assert image_id.endswith(image_layout.config.hex)
     metrics = agent.metrics()
-    p2p = metrics.get('eagle_agent_blob_bytes_served_total{source="p2p"}', 0.0)
+    p2p = metrics.get('eagle_agent_blob_bytes_fetched_total{source="p2p"}', 0.0)
     assert p2p == image_layout.total_blob_bytes
-    assert metrics.get('eagle_agent_blob_bytes_served_total{source="origin"}', 0.0) == 0
+    assert metrics.get('eagle_agent_blob_bytes_fetched_total{source="origin"}', 0.0) == 0
     # podman went to the mirror, not to the origin: the origin only served the seeder.
     for blob in image_layout.blobs:
         assert origin_session.blob_gets(blob.digest) == 1, blob.digest

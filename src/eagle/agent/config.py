@@ -53,6 +53,12 @@ class AgentConfig(BaseModel):
     fallback_timeout: float = Field(
         2.0, gt=0, description="seconds without any p2p progress before using the origin"
     )
+    prefetch: bool = Field(
+        True, description="fetch all blobs of an image as soon as its manifest is served"
+    )
+    seeder_stream: bool = Field(
+        True, description="stream a cold blob from the seeder while it fetches it from the origin"
+    )
     admin_token: str | None = Field(
         None, description="if set, /v1 requests need 'Authorization: Bearer <token>'"
     )

@@ -1,33 +1,38 @@
-"""Bringing a blob to the host: cache, then the swarm, then the origin.
+"""Bringing a blob to the host: cache, then the seeder or the swarm, then the origin.
 
 A blob comes from the swarm only as a file whose sha256 was checked against the
-digest the client asked for. When p2p cannot deliver (no seeder, no tracker, no
-progress within ``fallback_timeout`` before the first byte or ``stall_timeout``
-after it), the origin streams the blob into a :class:`GrowingBlob` that clients
-read while it is written; it enters the cache once verified. If the disk refuses
-it, clients finish straight from the origin and nothing is cached.
+digest the client asked for. A cold blob (the seeder is still fetching it from the
+origin) streams from the seeder as it arrives there, when the seeder has a stream
+slot free; the swarm serves everyone else. When p2p cannot deliver (no seeder, no
+tracker, no progress within ``fallback_timeout`` before the first byte or
+``stall_timeout`` after it), the origin streams the blob into a :class:`GrowingBlob`
+that clients read while it is written; it enters the cache once verified (so does a
+seeder's stream). If the disk refuses it, or a stream breaks, clients finish
+straight from the origin and nothing is cached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from eagle.agent.bandwidth import HostBandwidth
 from eagle.agent.cache import BlobCache
-from eagle.agent.growing import CacheWriteFailed, GrowingBlob
 from eagle.agent.metrics import AgentMetrics
 from eagle.core.digest import Digest
-from eagle.core.errors import EagleError, OriginStatus, PeerError, StorageError
+from eagle.core.errors import EagleError, OriginStatus, PeerError, StorageError, UseSwarm
 from eagle.core.metainfo import Metainfo
 from eagle.p2p.engine import TorrentEngine
+from eagle.p2p.growing import CacheWriteFailed, GrowingBlob
 from eagle.registry.client import Origin, OriginClient, forward_headers, iter_body
-from eagle.seeder.client import SeederClient
+from eagle.seeder.client import Fetching, SeederClient, stream_body
 from eagle.utils.singleflight import SingleFlight
 from eagle.utils.tasks import TaskSet
 
@@ -46,7 +51,7 @@ class FetchedBlob:
 
     path: Path
     size: int
-    source: str  # "cache", "p2p" or "origin"
+    source: str  # "cache", "p2p", "seeder" or "origin"
     seconds: float = 0.0  # how long bringing it in took (0 for a cache hit)
     peers: int = 0  # peers it came from
 
@@ -61,6 +66,9 @@ class BlobRequest:
 
 Delivery = FetchedBlob | GrowingBlob
 """What :meth:`BlobFetcher.get` hands a client: a whole file, or one still arriving."""
+
+StreamOpener = AbstractAsyncContextManager[tuple[int | None, AsyncIterator[bytes]]]
+"""An HTTP download of a blob once entered: its size (if told) and its chunks."""
 
 
 class BlobFetcher:
@@ -77,6 +85,8 @@ class BlobFetcher:
         bandwidth: HostBandwidth,
         stall_timeout: float,
         fallback_timeout: float,
+        *,
+        seeder_stream: bool = True,
     ) -> None:
         self.cache = cache
         self.engine = engine
@@ -87,6 +97,7 @@ class BlobFetcher:
         self.bandwidth = bandwidth
         self.stall_timeout = stall_timeout
         self.fallback_timeout = fallback_timeout
+        self.seeder_stream = seeder_stream
         self._tasks = TaskSet("fetch")
         self._flights: SingleFlight[Digest, Delivery] = SingleFlight(self._tasks)
         self._pending: dict[Digest, BlobRequest] = {}
@@ -143,7 +154,7 @@ class BlobFetcher:
         path = self.cache.peek(request.digest)
         if path is None:
             raise CacheWriteFailed(f"{request.digest} was verified but could not be cached")
-        return FetchedBlob(path, self.cache.size(request.digest), "origin")
+        return FetchedBlob(path, self.cache.size(request.digest), delivery.source)
 
     # -- the shared fetch --------------------------------------------------------------
 
@@ -152,7 +163,7 @@ class BlobFetcher:
         started = time.monotonic()
         with self.cache.pinned(digest):
             try:
-                blob = await self._from_swarm(request)
+                delivery = await self._from_swarm(request, started)
             except (EagleError, OSError) as exc:
                 reason = type(exc).__name__
                 self.metrics.fallbacks.labels(reason).inc()
@@ -163,16 +174,18 @@ class BlobFetcher:
                     exc,
                 )
             else:
-                self.metrics.fetch_seconds.labels("p2p").observe(time.monotonic() - started)
-                self.metrics.fetched_bytes.labels("p2p").inc(blob.size)
-                return blob
+                if isinstance(delivery, FetchedBlob):
+                    self.metrics.fetch_seconds.labels("p2p").observe(time.monotonic() - started)
+                    self.metrics.fetched_bytes.labels("p2p").inc(delivery.size)
+                return delivery
         return await self._from_origin(request, started)
 
-    async def _from_swarm(self, request: BlobRequest) -> FetchedBlob:
+    async def _from_swarm(self, request: BlobRequest, started: float) -> Delivery:
         """Download through the swarm, giving up after ``fallback_timeout`` without progress.
 
         Signs of progress: a seeder saying it is fetching, metainfo arriving, payload
         arriving. After the first payload byte the engine's ``stall_timeout`` applies.
+        A cold blob may instead stream from the seeder fetching it (``seeder_stream``).
         """
         loop = asyncio.get_running_loop()
         stage = "seeder"
@@ -184,9 +197,16 @@ class BlobFetcher:
                     if bound.when() is not None:
                         bound.reschedule(loop.time() + self.fallback_timeout)
 
-                meta = await self.seeders.metainfo(
-                    request.origin, request.repo, request.digest, on_pending=alive
-                )
+                meta: Metainfo | None = None
+                if self.seeder_stream:
+                    cold = await self._from_seeder(request, started, alive)
+                    if isinstance(cold, GrowingBlob):
+                        return cold
+                    meta = cold
+                if meta is None:
+                    meta = await self.seeders.metainfo(
+                        request.origin, request.repo, request.digest, on_pending=alive
+                    )
                 alive()
                 stage = "swarm"
                 watcher = self._tasks.spawn(
@@ -203,6 +223,53 @@ class BlobFetcher:
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+    async def _from_seeder(
+        self, request: BlobRequest, started: float, alive: Callable[[], None]
+    ) -> GrowingBlob | Metainfo | None:
+        """A cold blob streamed by the seeder fetching it, as it arrives there.
+
+        Returns the stream; else what the seeders said instead: the metainfo when
+        the blob is seeded already, None when the stream was refused or broke
+        before it began (the swarm path asks for the metainfo again).
+        """
+        answer = await self.seeders.answer(request.origin, request.repo, request.digest)
+        if not isinstance(answer, Fetching):
+            return answer
+        alive()
+        opener = self._open_seeder(request, answer.seeder)
+        try:
+            return await self._start_stream(request, opener, "seeder", started)
+        except EagleError as exc:
+            outcome = "refused" if isinstance(exc, UseSwarm) else "failed"
+            log.info(
+                "seeder stream %s, using the swarm digest=%s seeder=%s error=%s",
+                outcome,
+                request.digest,
+                answer.seeder,
+                exc,
+            )
+            return None
+
+    @contextlib.asynccontextmanager
+    async def _open_seeder(
+        self, request: BlobRequest, seeder: str
+    ) -> AsyncIterator[tuple[int | None, AsyncIterator[bytes]]]:
+        async with self.seeders.stream(
+            seeder, request.origin, request.repo, request.digest, self.stall_timeout
+        ) as resp:
+            yield resp.content_length, stream_body(resp)
+
+    @contextlib.asynccontextmanager
+    async def _open_origin(
+        self, request: BlobRequest
+    ) -> AsyncIterator[tuple[int | None, AsyncIterator[bytes]]]:
+        headers = forward_headers(request.client_headers)
+        headers.pop("Range", None)
+        async with self.origins.open_blob(
+            request.origin, request.repo, request.digest, headers
+        ) as resp:
+            yield resp.content_length, iter_body(resp)
 
     async def _disarm_on_first_byte(self, meta: Metainfo, bound: asyncio.Timeout) -> None:
         while bound.when() is not None:
@@ -246,32 +313,54 @@ class BlobFetcher:
 
     async def _from_origin(self, request: BlobRequest, started: float) -> GrowingBlob:
         """Start streaming from the origin; return as soon as the origin has answered."""
-        answered: asyncio.Future[GrowingBlob] = asyncio.get_running_loop().create_future()
-        self._tasks.spawn(
-            self._origin_writer(request, answered, started),
-            name=f"origin:{request.digest.hex}",
-        )
-        return await asyncio.shield(answered)
+        return await self._start_stream(request, self._open_origin(request), "origin", started)
 
-    async def _origin_writer(
-        self, request: BlobRequest, answered: asyncio.Future[GrowingBlob], started: float
+    async def _start_stream(
+        self, request: BlobRequest, opener: StreamOpener, source: str, started: float
+    ) -> GrowingBlob:
+        """Stream ``opener`` into a :class:`GrowingBlob`; return it once the source answered.
+
+        Raises the source's refusal (e.g. an error status) as it is.
+        """
+        answered: asyncio.Future[GrowingBlob] = asyncio.get_running_loop().create_future()
+        writer = self._tasks.spawn(
+            self._stream_writer(request, opener, source, answered, started),
+            name=f"{source}:{request.digest.hex}",
+        )
+        try:
+            return await asyncio.shield(answered)
+        except asyncio.CancelledError:
+            # Given up on (a timeout): nobody must be left writing the blob meanwhile.
+            writer.cancel()
+            raise
+
+    async def _stream_writer(
+        self,
+        request: BlobRequest,
+        opener: StreamOpener,
+        source: str,
+        answered: asyncio.Future[GrowingBlob],
+        started: float,
     ) -> None:
         digest = request.digest
-        headers = forward_headers(request.client_headers)
-        headers.pop("Range", None)
         growing: GrowingBlob | None = None
         with self.cache.pinned(digest):
             try:
-                async with self.origins.open_blob(
-                    request.origin, request.repo, digest, headers
-                ) as resp:
-                    growing = GrowingBlob(digest, resp.content_length, self.cache.blobs.tmp_dir)
+                async with opener as (size, chunks):
+                    growing = GrowingBlob(digest, size, self.cache.blobs.tmp_dir, source)
+                    if growing.error is not None and source != "origin":
+                        # The disk refuses it: the swarm (or the origin, at last) serves
+                        # clients, rather than a seeder stream slot held for nothing.
+                        raise growing.error
                     self._growing[digest] = growing
                     answered.set_result(growing)
                     with self.bandwidth.flow("http"):
-                        meta = await growing.write_from(self.bandwidth.http.limit(iter_body(resp)))
+                        meta = await growing.write_from(self.bandwidth.http.limit(chunks))
                 self._commit(growing, meta, started)
             except CacheWriteFailed as exc:
+                if not answered.done():
+                    answered.set_exception(exc)  # a seeder stream refused for the disk
+                    return
                 # Clients already reading go on straight from the origin (see ``direct``).
                 self.metrics.uncached.labels("disk").inc()
                 log.error("not caching blob, streaming it instead digest=%s error=%s", digest, exc)
@@ -279,16 +368,17 @@ class BlobFetcher:
                 if not answered.done():
                     answered.set_exception(exc)
                 else:
-                    log.warning("origin download failed digest=%s error=%s", digest, exc)
+                    log.warning("download failed source=%s digest=%s error=%s", source, digest, exc)
             except Exception as exc:
-                log.exception("origin download crashed digest=%s", digest)
-                error = StorageError(f"{digest}: origin download crashed: {exc!r}")
+                log.exception("download crashed source=%s digest=%s", source, digest)
+                error = StorageError(f"{digest}: {source} download crashed: {exc!r}")
                 if not answered.done():
                     answered.set_exception(error)
                 elif growing is not None:
                     growing.fail(error)
             finally:
-                self._growing.pop(digest, None)
+                if growing is not None and self._growing.get(digest) is growing:
+                    del self._growing[digest]
                 if growing is not None:
                     growing.discard()
 
@@ -304,10 +394,11 @@ class BlobFetcher:
             return
         self.cache.add(meta)
         seconds = time.monotonic() - started
-        self.metrics.fetch_seconds.labels("origin").observe(seconds)
-        self.metrics.fetched_bytes.labels("origin").inc(meta.length)
+        self.metrics.fetch_seconds.labels(growing.source).observe(seconds)
+        self.metrics.fetched_bytes.labels(growing.source).inc(meta.length)
         log.info(
-            "blob fetched source=origin digest=%s bytes=%d seconds=%.2f peers=0",
+            "blob fetched source=%s digest=%s bytes=%d seconds=%.2f peers=0",
+            growing.source,
             meta.digest,
             meta.length,
             seconds,

@@ -1,6 +1,6 @@
 """The agent's Prometheus metrics: enough to answer "did p2p work for this pull?" at a glance.
 
-* bytes served to clients by source (``cache``, ``p2p``, ``origin``);
+* bytes served to clients by source (``cache``, ``p2p``, ``seeder``, ``origin``);
 * bytes this host uploaded to and downloaded from peers;
 * origin fallbacks by reason, cache hits, misses and evictions;
 * how long bringing a blob in took, by source.
@@ -42,6 +42,12 @@ class AgentMetrics:
             "eagle_agent_origin_fallbacks",
             "Blob fetches that fell back to the origin, by reason",
             ["reason"],
+            registry=registry,
+        )
+        self.prefetches = Counter(
+            "eagle_agent_prefetches",
+            "Blobs fetched because their image's manifest was served, by result",
+            ["result"],
             registry=registry,
         )
         self.fetch_seconds = Histogram(

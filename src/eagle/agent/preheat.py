@@ -22,19 +22,11 @@ from eagle.core.digest import Digest, check_repository
 from eagle.core.errors import EagleError, InvalidInput, OriginError, OriginStatus
 from eagle.registry.api import MAX_MANIFEST_BYTES, check_reference
 from eagle.registry.client import Origin, OriginClient
+from eagle.registry.manifests import ACCEPT, IMAGE_TYPES, INDEX_TYPES, blobs_of
 from eagle.utils.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
-IMAGE_TYPES = (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
-ACCEPT = ", ".join(INDEX_TYPES + IMAGE_TYPES)
 CONCURRENT_BLOBS = 4
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -130,17 +122,6 @@ def select_manifests(
         have = ", ".join(sorted({describe(m.get("platform")) for m in entries})) or "none"
         raise InvalidInput(f"{image} has no manifest for {wanted}; it has: {have}")
     return chosen
-
-
-def blobs_of(manifest: dict[str, Any]) -> list[tuple[Digest, int]]:
-    """Config and layers of an image manifest: (digest, size)."""
-    out = []
-    try:
-        for entry in [manifest["config"], *manifest.get("layers", [])]:
-            out.append((Digest.parse(entry["digest"]), int(entry["size"])))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise OriginError(f"malformed image manifest: {exc!r}") from exc
-    return out
 
 
 @dataclass

@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from eagle.agent.fetch import BlobFetcher, BlobRequest, Delivery, FetchedBlob
-from eagle.agent.growing import GrowingBlob, verified_stream
 from eagle.agent.metrics import AgentMetrics
 from eagle.core.errors import EagleError
+from eagle.p2p.growing import GrowingBlob, verified_stream
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ async def send_blob(
         sent, source = response.content_length or 0, delivery.source
         fetch_seconds, peers = delivery.seconds, delivery.peers
     else:
-        headers[SOURCE_HEADER] = "origin"
+        headers[SOURCE_HEADER] = delivery.source
         response, sent = await _stream(request, blob_request, delivery, fetcher, headers)
-        source, fetch_seconds, peers = "origin", 0.0, 0
+        source, fetch_seconds, peers = delivery.source, 0.0, 0
     if request.method == "GET":
         # One line per blob GET: where the bytes came from and what it cost.
         log.info(
@@ -91,7 +91,8 @@ async def _stream(
     fetcher: BlobFetcher,
     headers: dict[str, str],
 ) -> tuple[web.StreamResponse, int]:
-    """Follow the growing file; if its download fails, finish straight from the origin."""
+    """Follow the growing file (from the origin or a seeder); if its download fails, finish
+    straight from the origin."""
     metrics = fetcher.metrics
     response = web.StreamResponse(headers=headers)
     if growing.size is not None:
@@ -100,7 +101,7 @@ async def _stream(
     if request.method == "HEAD":
         await response.write_eof()
         return response, 0
-    metrics.blob_requests.labels("origin").inc()
+    metrics.blob_requests.labels(growing.source).inc()
     sha = hashlib.sha256()
     sent = 0
     try:
@@ -110,7 +111,7 @@ async def _stream(
                     sha.update(chunk)
                     await response.write(chunk)
                     sent += len(chunk)
-                    metrics.blob_bytes.labels("origin").inc(len(chunk))
+                    metrics.blob_bytes.labels(growing.source).inc(len(chunk))
         except EagleError as exc:
             log.warning(
                 "shared download failed, streaming from origin digest=%s offset=%d error=%s",

@@ -14,6 +14,7 @@ from eagle.agent.cache import BlobCache
 from eagle.agent.config import AgentConfig
 from eagle.agent.fetch import BlobFetcher, BlobRequest, Delivery
 from eagle.agent.metrics import AgentMetrics
+from eagle.agent.prefetch import ManifestPrefetch
 from eagle.agent.proxy import ForwardProxy
 from eagle.agent.routing import resolve_ns, target_of
 from eagle.agent.serve import send_blob
@@ -83,7 +84,9 @@ class AgentServer:
             self.bandwidth,
             config.stall_timeout,
             config.fallback_timeout,
+            seeder_stream=config.seeder_stream,
         )
+        self.prefetch = ManifestPrefetch(self.fetcher, self.metrics) if config.prefetch else None
         self.admin = AdminApi(self.fetcher, self.bandwidth, self.origins, config.admin_token)
         self.access = AccessCheck(self.origins, config.access_check_ttl, self.registry)
         self.proxy = ForwardProxy(
@@ -124,6 +127,8 @@ class AgentServer:
         await self.http.stop()
         await self.proxy.close()
         await self.admin.close()
+        if self.prefetch is not None:
+            await self.prefetch.close()
         await self.fetcher.close()
         await self.seeders.close()
         await self.engine.stop()
@@ -181,7 +186,13 @@ class AgentServer:
         _only_reads(request)
         origin, repo = self._target(request)
         reference = check_reference(request.match_info["reference"])
-        return await self._forward(request, origin, f"/v2/{repo}/manifests/{reference}")
+        response = await self._forward(request, origin, f"/v2/{repo}/manifests/{reference}")
+        if self.prefetch is not None and response.status == 200 and request.method == "GET":
+            body = response.body
+            if isinstance(body, bytes):
+                content_type = response.headers.get("Content-Type", "")
+                self.prefetch.observe(origin, repo, body, content_type, request.headers)
+        return response
 
     async def tags(self, request: web.Request) -> web.StreamResponse:
         _only_reads(request)

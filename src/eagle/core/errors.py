@@ -18,7 +18,8 @@ tree in exactly one place per protocol (``registry.errors`` for OCI JSON,
     │   └── OriginStatus           the origin answered with an error status
     ├── PeerError                  p2p could not deliver (always recoverable)
     │   ├── SeederUnavailable      no seeder gave us metainfo
-    │   └── SwarmStalled           the swarm made no progress for too long
+    │   ├── SwarmStalled           the swarm made no progress for too long
+    │   └── UseSwarm               a seeder will not stream a blob over HTTP  (409)
     ├── StorageError               local or remote storage failed             (500)
     └── ConfigError                configuration rejected at start-up
 """
@@ -99,6 +100,14 @@ class SeederUnavailable(PeerError):
 
 class SwarmStalled(PeerError):
     pass
+
+
+class UseSwarm(PeerError):
+    """A seeder declines to stream a blob over HTTP: it is seeded already, not being
+    fetched, or every stream slot is taken. The blob comes from the swarm instead."""
+
+    status = 409
+    code = "USE_SWARM"
 
 
 class StorageError(EagleError):

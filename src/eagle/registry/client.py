@@ -20,6 +20,7 @@ from eagle.core.digest import Digest
 from eagle.core.errors import ConfigError, NotAllowed, OriginError, OriginStatus
 from eagle.registry.auth import OriginAuth, scope_for_path
 from eagle.utils.config import HttpURL
+from eagle.utils.http import body_chunks
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +319,5 @@ class OriginClient:
 
 async def iter_body(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """The response body in chunks; a broken stream becomes :class:`OriginError`."""
-    try:
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            yield chunk
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise OriginError(f"origin stream broke: {exc!r}") from exc
+    async for chunk in body_chunks(resp, CHUNK, lambda msg: OriginError(f"origin {msg}")):
+        yield chunk

@@ -1,26 +1,42 @@
-"""How agents ask seeders for metainfo: rendezvous choice, polling, fail-over."""
+"""How agents ask seeders for metainfo: rendezvous choice, polling, fail-over; and how
+they open a seeder's HTTP stream of a cold blob."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
 
 from eagle.core.digest import Digest
-from eagle.core.errors import InvalidInput, SeederUnavailable
+from eagle.core.errors import InvalidInput, SeederUnavailable, UseSwarm
 from eagle.core.metainfo import Metainfo
 from eagle.registry.client import Origin
+from eagle.utils.http import body_chunks
 from eagle.utils.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 LONG_POLL_SECONDS = 1.0
+STREAM_CHUNK = 256 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fetching:
+    """A seeder's answer that it is fetching the blob from the origin right now."""
+
+    seeder: str
 
 
 def rank_seeders(seeders: Sequence[str], digest: Digest) -> list[str]:
@@ -94,6 +110,70 @@ class SeederClient:
         ``on_pending`` is called on every "still fetching" answer: a sign of life
         for callers that bound how long they wait without progress.
         """
+
+        def poll(seeder: str, query: str) -> Awaitable[Metainfo]:
+            url = f"{seeder}/v1/metainfo?{query}&wait={self.long_poll:g}"
+            return self._poll(url, digest, on_pending)
+
+        return await self._ask(origin, repo, digest, poll)
+
+    async def answer(self, origin: Origin, repo: str, digest: Digest) -> Metainfo | Fetching:
+        """The first answer, without waiting for a fetch: the metainfo, or which seeder is
+        fetching the blob now (a cold blob, see :meth:`stream`).
+
+        Starts the seeder's fetch like :meth:`metainfo` does; raises
+        :class:`SeederUnavailable` naming why each seeder failed.
+        """
+
+        async def ask(seeder: str, query: str) -> Metainfo | Fetching:
+            meta = await self._request(f"{seeder}/v1/metainfo?{query}", digest)
+            return Fetching(seeder) if meta is None else meta
+
+        return await self._ask(origin, repo, digest, ask)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, seeder: str, origin: Origin, repo: str, digest: Digest, read_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """``seeder``'s stream of a blob it is fetching now: a 200 response; read its body
+        with :func:`stream_body`.
+
+        Raises :class:`UseSwarm` when the seeder declines (409: the blob is seeded or
+        not being fetched, or every stream slot is taken) and :class:`SeederUnavailable`
+        on any other failure. The answer must come within ``request_timeout``; after
+        it, the body may pause up to ``read_timeout`` seconds at a time.
+        """
+        query = urlencode(
+            {"origin": origin.url, "repo": repo, "digest": str(digest), "wait": self.long_poll}
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.request_timeout, sock_read=read_timeout
+        )
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                resp = await self.http.get(f"{seeder}/v1/blob?{query}", timeout=timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SeederUnavailable(f"{seeder}: no blob stream: {exc!r}") from exc
+        async with resp:
+            if resp.status != 200:
+                try:
+                    body = await asyncio.wait_for(resp.read(), self.request_timeout)
+                except (aiohttp.ClientError, TimeoutError):
+                    body = b""
+                message = _error_message(body)
+                if resp.status == 409:
+                    raise UseSwarm(f"{seeder}: {message}")
+                raise SeederUnavailable(f"{seeder}: status {resp.status}: {message}")
+            yield resp
+
+    async def _ask(
+        self,
+        origin: Origin,
+        repo: str,
+        digest: Digest,
+        ask: Callable[[str, str], Awaitable[T]],
+    ) -> T:
+        """``ask(seeder, query)`` of each seeder in rendezvous order until one answers."""
         if not self.seeders:
             raise SeederUnavailable("no seeders configured")
         query = urlencode({"origin": origin.url, "repo": repo, "digest": str(digest)})
@@ -101,16 +181,15 @@ class SeederClient:
         ranked = rank_seeders(self.seeders, digest)
         for i, seeder in enumerate(ranked):
             try:
-                meta = await self._poll(
-                    f"{seeder}/v1/metainfo?{query}&wait={self.long_poll:g}", digest, on_pending
-                )
+                answer = await ask(seeder, query)
             except (aiohttp.ClientError, TimeoutError, SeederUnavailable, InvalidInput) as exc:
                 log.info("seeder failed seeder=%s digest=%s error=%r", seeder, digest, exc)
                 failures.append(f"{seeder}: {exc!r}")
                 continue
-            for replica in ranked[i + 1 : i + self.replicas]:
-                self._warm(replica, query, digest)
-            return meta
+            if isinstance(answer, Metainfo):
+                for replica in ranked[i + 1 : i + self.replicas]:
+                    self._warm(replica, query, digest)
+            return answer
         raise SeederUnavailable("; ".join(failures))
 
     def _warm(self, seeder: str, query: str, digest: Digest) -> None:
@@ -133,17 +212,38 @@ class SeederClient:
     ) -> Metainfo:
         deadline = time.monotonic() + self.fetch_timeout
         while True:
-            async with self.http.get(url) as resp:
-                body = await resp.read()
-                if resp.status == 200:
-                    meta = Metainfo.from_bytes(body)
-                    if meta.digest != digest:
-                        raise InvalidInput(f"seeder sent the torrent of {meta.digest}")
-                    return meta
-                if resp.status != 202:
-                    raise SeederUnavailable(f"status {resp.status}: {body[:200]!r}")
-                if on_pending is not None:
-                    on_pending()
+            meta = await self._request(url, digest)
+            if meta is not None:
+                return meta
+            if on_pending is not None:
+                on_pending()
             if time.monotonic() > deadline:
                 raise SeederUnavailable(f"still fetching after {self.fetch_timeout:.0f}s")
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _request(self, url: str, digest: Digest) -> Metainfo | None:
+        """One metainfo request: the metainfo, or None while the seeder is fetching."""
+        async with self.http.get(url) as resp:
+            body = await resp.read()
+            if resp.status == 200:
+                meta = Metainfo.from_bytes(body)
+                if meta.digest != digest:
+                    raise InvalidInput(f"seeder sent the torrent of {meta.digest}")
+                return meta
+            if resp.status != 202:
+                raise SeederUnavailable(f"status {resp.status}: {body[:200]!r}")
+            return None
+
+
+async def stream_body(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """A seeder stream's body in chunks; a broken stream becomes :class:`SeederUnavailable`."""
+    async for chunk in body_chunks(resp, STREAM_CHUNK, lambda m: SeederUnavailable(f"seeder {m}")):
+        yield chunk
+
+
+def _error_message(body: bytes) -> str:
+    """The message of an OCI error body, else a short excerpt of the body."""
+    try:
+        return str(json.loads(body)["errors"][0]["message"])[:300]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return repr(body[:200])

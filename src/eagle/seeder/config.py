@@ -43,6 +43,11 @@ class SeederConfig(BaseModel):
     announce_seeder: bool = Field(
         True, description="announce as a dedicated seeder (seeder=1), spared once peers have copies"
     )
+    stream_slots: int = Field(
+        1,
+        ge=0,
+        description="agents per blob that may stream it over HTTP while it is fetched; 0 = off",
+    )
 
     def storage_config(self) -> StorageConfig:
         """Where blobs live for good: ``storage``, or a directory beside the local copies."""

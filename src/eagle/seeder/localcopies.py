@@ -33,6 +33,7 @@ from eagle.core.digest import Digest
 from eagle.core.errors import StorageError
 from eagle.core.metainfo import Metainfo
 from eagle.p2p.engine import TorrentEngine
+from eagle.p2p.growing import GrowingBlob
 from eagle.p2p.localstore import LocalBlobs
 from eagle.utils.lru import ByteLRU
 
@@ -148,19 +149,27 @@ class LocalCopies:
         """
         with self.pinned(digest):
             _, meta = await self.blobs.write_verified(digest, size, chunks)
-            self._take(meta)
-            self._lease(digest)
-            self._stamp(digest)
-        if self.total > self.capacity:
-            # Copies whose leases ran out since the last sweep make room now, not later.
-            self.sweep()
-        if meta.length > self.capacity:
-            log.warning(
-                "blob larger than the cache digest=%s bytes=%d capacity=%d",
-                digest,
-                meta.length,
-                self.capacity,
-            )
+            self._keep(meta)
+        self._made(meta)
+        return meta
+
+    async def add_growing(self, growing: GrowingBlob, chunks: AsyncIterator[bytes]) -> Metainfo:
+        """Like :meth:`add`, but written through ``growing``, which readers may follow meanwhile.
+
+        Raises what :meth:`GrowingBlob.write_from` raises (its readers are told too),
+        or :class:`~eagle.core.errors.StorageError` when the copy cannot be put in
+        place; nothing is kept then.
+        """
+        digest = growing.digest
+        with self.pinned(digest):
+            try:
+                meta = await growing.write_from(chunks)
+                assert growing.path is not None
+                self.blobs.commit(digest, growing.path, meta)
+            finally:
+                growing.discard()  # the temp file, unless committed
+            self._keep(meta)
+        self._made(meta)
         return meta
 
     def discard(self, digest: Digest) -> None:
@@ -215,6 +224,26 @@ class LocalCopies:
                 log.exception("local copy sweep failed")
 
     # -- internals ------------------------------------------------------------------------
+
+    def _keep(self, meta: Metainfo) -> None:
+        """A new verified copy: seed it, and count it as just used."""
+        self._take(meta)
+        self._lease(meta.digest)
+        self._stamp(meta.digest)
+
+    def _made(self, meta: Metainfo) -> None:
+        """After a new copy (unpinned): make room for it, warn if it can never fit."""
+        digest = meta.digest
+        if self.total > self.capacity:
+            # Copies whose leases ran out since the last sweep make room now, not later.
+            self.sweep()
+        if meta.length > self.capacity:
+            log.warning(
+                "blob larger than the cache digest=%s bytes=%d capacity=%d",
+                digest,
+                meta.length,
+                self.capacity,
+            )
 
     def _torrent_path(self, digest: Digest) -> Path:
         return self.blobs.torrents_dir / digest.hex

@@ -1,24 +1,27 @@
-"""The seeder's HTTP API: ``GET /v1/metainfo``, ``/healthz``, ``/metrics``."""
+"""The seeder's HTTP API: ``GET /v1/metainfo``, ``GET /v1/blob``, ``/healthz``, ``/metrics``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from eagle.core.digest import Digest, check_repository
-from eagle.core.errors import InvalidInput
+from eagle.core.errors import EagleError, InvalidInput
 from eagle.p2p.engine import TorrentEngine
 from eagle.p2p.labels import announce_labels
 from eagle.p2p.localstore import LocalBlobs
 from eagle.registry.auth import OriginAuth
-from eagle.registry.client import OriginClient, OriginSet
+from eagle.registry.client import Origin, OriginClient, OriginSet
 from eagle.registry.errors import oci_error_middleware
 from eagle.seeder.config import SeederConfig
 from eagle.seeder.localcopies import LocalCopies, LocalCopyMetrics
 from eagle.seeder.service import Pending, SeederMetrics, SeederService
+from eagle.seeder.streams import BlobStreams, StreamMetrics
 from eagle.storage import open_storage
 from eagle.utils.http import HttpServer, add_ops_routes
 from eagle.utils.net import HostPort, parse_hostport
@@ -69,9 +72,11 @@ class SeederServer:
             list(config.tracker),
             SeederMetrics(self.registry),
             config.failure_ttl,
+            BlobStreams(config.stream_slots, StreamMetrics(self.registry)),
         )
         app = web.Application(middlewares=[oci_error_middleware])
         app.router.add_get("/v1/metainfo", self.metainfo)
+        app.router.add_get("/v1/blob", self.blob)
         add_ops_routes(app, self.registry)
         self.http = HttpServer(app, listen)
 
@@ -97,11 +102,7 @@ class SeederServer:
         ``&stored_only=1`` (replica warming) never fetches from the origin: 404 instead.
         """
         query = request.query
-        digest = Digest.parse(query.get("digest", ""))
-        repo = check_repository(query.get("repo", ""))
-        if "origin" not in query:
-            raise InvalidInput("missing query parameter 'origin'")
-        origin = self.origins.origins.resolve(query["origin"])
+        origin, repo, digest = self._blob_query(query)
         stored_only = query.get("stored_only") == "1"
         result = self.service.lookup(origin, repo, digest, stored_only)
         wait = _wait_seconds(query.get("wait"))
@@ -120,6 +121,63 @@ class SeederServer:
             )
         self.service.metrics.metainfo_requests.labels("ready").inc()
         return web.Response(body=result.to_bytes(), headers={"Content-Type": TORRENT_TYPE})
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        """``?origin=URL&repo=NAME&digest=sha256:HEX[&wait=S]`` → the blob's bytes as this
+        seeder fetches it from the origin, or 409 ``USE_SWARM``.
+
+        Only while the blob is being fetched (``/v1/metainfo`` answered 202) and a
+        stream slot is free; ``wait`` is how long to wait for the fetch to begin
+        writing. The last byte leaves only after the whole blob's sha256 matched; a
+        mismatch or an origin failure breaks the connection instead.
+        """
+        origin, repo, digest = self._blob_query(request.query)
+        wait = _wait_seconds(request.query.get("wait"))
+        streams = self.service.streams
+        async with streams.claim(digest, wait) as growing:
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Docker-Content-Digest": str(digest),
+                }
+            )
+            if growing.size is not None:
+                response.content_length = growing.size
+            await response.prepare(request)
+            sent = 0
+            try:
+                async with contextlib.aclosing(growing.read()) as chunks:
+                    async for chunk in chunks:
+                        await response.write(chunk)
+                        sent += len(chunk)
+                        streams.metrics.bytes.inc(len(chunk))
+                await response.write_eof()
+            except EagleError as exc:
+                # Headers are out: only a broken connection keeps the requester from
+                # taking what it got for the whole blob.
+                log.warning(
+                    "blob stream aborted origin=%s repo=%s digest=%s sent=%d error=%s",
+                    origin.host,
+                    repo,
+                    digest,
+                    sent,
+                    exc,
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+            except ConnectionError as exc:
+                log.info("blob stream requester left digest=%s sent=%d error=%r", digest, sent, exc)
+            else:
+                log.info("blob streamed repo=%s digest=%s bytes=%d", repo, digest, sent)
+        return response
+
+    def _blob_query(self, query: Mapping[str, str]) -> tuple[Origin, str, Digest]:
+        """The configured origin, repository and digest a request names (else 400/403)."""
+        digest = Digest.parse(query.get("digest", ""))
+        repo = check_repository(query.get("repo", ""))
+        if "origin" not in query:
+            raise InvalidInput("missing query parameter 'origin'")
+        return self.origins.origins.resolve(query["origin"]), repo, digest
 
 
 MAX_WAIT_SECONDS = 5.0

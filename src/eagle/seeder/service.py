@@ -8,7 +8,8 @@ Where a blob comes from, in order:
    blob is fetched again from the origin, which overwrites the bad object;
 3. the origin, streamed once into the local copy and into storage at the same
    time. The torrent is handed out only once storage holds the verified blob,
-   so any seeder can take over a blob another seeder announced.
+   so any seeder can take over a blob another seeder announced. Meanwhile the
+   first agents to ask may read the local copy as it grows (:mod:`.streams`).
 
 If storage cannot be reached, a blob not held locally fails with
 :class:`~eagle.storage.StorageUnavailable` (503): agents then try the next
@@ -28,8 +29,10 @@ from prometheus_client import CollectorRegistry, Counter
 from eagle.core.digest import Digest
 from eagle.core.errors import BlobUnknown, DigestMismatch, EagleError
 from eagle.core.metainfo import Metainfo
+from eagle.p2p.growing import GrowingBlob
 from eagle.registry.client import Origin, OriginClient, iter_body
 from eagle.seeder.localcopies import LocalCopies
+from eagle.seeder.streams import BlobStreams
 from eagle.seeder.tee import StreamTee
 from eagle.storage import BlobStat, BlobStorage, NotFound
 from eagle.utils.tasks import TaskSet
@@ -91,6 +94,7 @@ class SeederService:
         trackers: list[str],
         metrics: SeederMetrics,
         failure_ttl: float = 5.0,
+        streams: BlobStreams | None = None,
     ) -> None:
         self.origins = origins
         self.storage = storage
@@ -98,6 +102,7 @@ class SeederService:
         self.trackers = trackers
         self.metrics = metrics
         self.failure_ttl = failure_ttl
+        self.streams = streams or BlobStreams(0)
         self._tasks = TaskSet("seeder")
         self._fetching: dict[Digest, asyncio.Task[Metainfo]] = {}
         self._failed: dict[Digest, tuple[EagleError, float]] = {}
@@ -151,6 +156,7 @@ class SeederService:
             self._bring(origin, repo, digest, stored_only), name=f"fetch:{digest.hex}"
         )
         self._fetching[digest] = task
+        self.streams.expect(digest)
         return Pending(digest)
 
     async def _bring(
@@ -176,6 +182,7 @@ class SeederService:
             raise
         finally:
             self._fetching.pop(digest, None)
+            self.streams.end(digest)
         return meta
 
     async def _from_storage(self, digest: Digest) -> Metainfo | None:
@@ -216,8 +223,10 @@ class SeederService:
                 tee: StreamTee[BlobStat] = StreamTee(
                     iter_body(resp), lambda chunks: self.storage.write(digest, chunks, size)
                 )
+                growing = GrowingBlob(digest, size, self.copies.blobs.tmp_dir)
+                self.streams.publish(growing)
                 try:
-                    meta = await self.copies.add(digest, size, aiter(tee))
+                    meta = await self.copies.add_growing(growing, aiter(tee))
                 except BaseException:
                     await tee.cancel()
                     raise

@@ -47,6 +47,16 @@ class Node:
                 samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
         return samples
 
+    def served(self, source: str) -> float:
+        """Blob bytes this agent sent to clients, by where they were: ``cache``, ``p2p``
+        (a download the request joined), ``seeder`` or ``origin`` (streamed in)."""
+        return self.metrics().get(f'eagle_agent_blob_bytes_served_total{{source="{source}"}}', 0.0)
+
+    def fetched(self, source: str) -> float:
+        """Blob bytes this agent brought in from ``p2p``, a ``seeder`` stream or the ``origin``,
+        whether a client's request or a prefetch asked for them."""
+        return self.metrics().get(f'eagle_agent_blob_bytes_fetched_total{{source="{source}"}}', 0.0)
+
 
 @dataclass
 class EagleCluster(StartStopContext):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -20,6 +23,18 @@ def add_ops_routes(app: web.Application, registry: CollectorRegistry) -> None:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+
+
+async def body_chunks(
+    resp: aiohttp.ClientResponse, size: int, broken: Callable[[str], Exception]
+) -> AsyncIterator[bytes]:
+    """A response body in chunks of up to ``size``; a broken stream raises ``broken(message)``
+    (each caller's own error, so it is converted to the right wire error in one place)."""
+    try:
+        async for chunk in resp.content.iter_chunked(size):
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise broken(f"stream broke: {exc!r}") from exc
 
 
 class HttpServer:

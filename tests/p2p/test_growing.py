@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from eagle.agent.growing import CacheWriteFailed, GrowingBlob, verified_stream
 from eagle.core.digest import Digest
 from eagle.core.errors import DigestMismatch, OriginError
+from eagle.p2p.growing import CacheWriteFailed, GrowingBlob, verified_stream
 
 DATA = os.urandom(300_000)
 DIGEST = Digest.of(DATA)

@@ -1,5 +1,7 @@
-"""A blob being written to a temp file while clients read it: origin fallbacks stream at once.
+"""A blob being written to a temp file while clients read it: a download streams at once.
 
+The agent streams origin fallbacks and a seeder's stream of a cold blob this way; the
+seeder streams its local copy of a blob to the first agent while the origin sends it.
 One writer appends and hashes; any number of readers follow it with ``pread`` on the
 same file descriptor, so a rename (commit to the cache) or an unlink (eviction,
 failure) under them changes nothing; the descriptor is closed when the last
@@ -38,11 +40,17 @@ class CacheWriteFailed(StorageError):
 
 
 class GrowingBlob:
-    """A blob file that is still being written, readable from any offset meanwhile."""
+    """A blob file that is still being written, readable from any offset meanwhile.
 
-    def __init__(self, digest: Digest, size: int | None, tmp_dir: Path) -> None:
+    ``source`` names where the bytes come from (``origin``, ``seeder``), for metrics and logs.
+    """
+
+    def __init__(
+        self, digest: Digest, size: int | None, tmp_dir: Path, source: str = "origin"
+    ) -> None:
         self.digest = digest
         self.size = size
+        self.source = source
         self.written = 0
         self.verified = False
         self.error: EagleError | None = None
@@ -87,7 +95,9 @@ class GrowingBlob:
                 self.written += len(chunk)
                 self._notify()
             if self.size is not None and self.written != self.size:
-                raise OriginError(f"{self.digest}: origin sent {self.written} of {self.size} bytes")
+                raise OriginError(
+                    f"{self.digest}: {self.source} sent {self.written} of {self.size} bytes"
+                )
             self.digest.verify(sha)
             if pieces is not None:
                 meta = Metainfo(self.digest, self.written, pieces.piece_length, pieces.pieces())
