@@ -215,7 +215,10 @@ class SwarmSteering:
             if not steered.use_seeder:
                 self._use_seeder(steered, True, rescue=False)
             return False
-        if not self._restripe(steered, int(status.num_incomplete), now):
+        # When peers already hold every piece we lack (a later wave of pulls), there is
+        # nothing to share out: plan at once instead of waiting for stripes to settle.
+        covered = all(h or o for h, o in zip(held, have, strict=True))
+        if not covered and not self._restripe(steered, int(status.num_incomplete), now):
             return False
         # The download queue is the costliest read (a record per block): only now.
         partial = {int(entry["piece_index"]) for entry in handle.get_download_queue()}
