@@ -43,6 +43,11 @@ async def test_first_request_fetches_from_origin_once_and_stores(
     assert seeder.copies.blobs.path(digest).read_bytes() == data
     assert seeder.engine.has(metas[0].infohash)
 
+    # fs storage beside the local copies (the default) takes the local copy itself:
+    # the blob is on disk once, not twice.
+    stored = FsStorage(seeder.config.data_dir / "storage").path(digest)
+    assert stored.stat().st_ino == seeder.copies.blobs.path(digest).stat().st_ino
+
 
 async def test_metainfo_api_answers_202_then_200(
     origin: OriginRegistry, seeder_factory: SeederFactory

@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +166,33 @@ async def test_s3_missing_credentials_are_a_clear_error(
     )
     with pytest.raises(StorageError, match="credentials"):
         await storage.start()
+
+
+async def test_fs_adopts_a_file_of_its_own_file_system_by_hard_link(tmp_path: Path) -> None:
+    storage = FsStorage(tmp_path / "store")
+    await storage.start()
+    data = os.urandom(100_000)
+    digest = Digest.of(data)
+    local = tmp_path / "copy"
+    local.write_bytes(data)
+
+    assert storage.adopts_from(tmp_path)
+    assert await storage.adopt(digest, local) is not None
+    # One file on disk, two names: no second copy of the blob.
+    assert storage.path(digest).stat().st_ino == local.stat().st_ino
+    assert local.stat().st_nlink == 2
+
+
+async def test_fs_declines_a_file_of_another_file_system(tmp_path: Path) -> None:
+    storage = FsStorage(tmp_path / "store")
+    await storage.start()
+    data = os.urandom(1000)
+    digest = Digest.of(data)
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:  # tmpfs, not tmp_path's disk
+        local = Path(other) / "copy"
+        local.write_bytes(data)
+        assert not storage.adopts_from(Path(other))
+        assert await storage.adopt(digest, local) is None
+    with pytest.raises(NotFound):
+        await storage.stat(digest)
+    assert list(storage.tmp_dir.iterdir()) == []

@@ -8,6 +8,7 @@ import os
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -296,3 +297,27 @@ async def test_100_mib_blob_streams_in_bounded_memory(backend: Backend) -> None:
     assert write_peak < bound, f"write peaked at {write_peak / MiB:.1f} MiB"
     assert read_peak < 6 * MiB, f"read peaked at {read_peak / MiB:.1f} MiB"
     assert elapsed < 20, f"100 MiB round trip took {elapsed:.1f}s"
+
+
+# -- adopting a local file ------------------------------------------------------------------
+
+
+async def test_adopt_takes_a_verified_file_or_declines_leaving_nothing(
+    backend: Backend, tmp_path: Path
+) -> None:
+    data = payload(300 * KiB, seed=7)
+    digest = Digest.of(data)
+    local = tmp_path / "local-copy"
+    local.write_bytes(data)
+
+    if not backend.storage.adopts_from(tmp_path):
+        # Backends that cannot take a file say so, and store nothing.
+        assert await backend.storage.adopt(digest, local) is None
+        await assert_absent(backend, digest)
+        return
+    stat = await backend.storage.adopt(digest, local)
+    assert stat is not None and (stat.digest, stat.size) == (digest, len(data))
+    local.unlink()  # the local copy may go (evicted): the stored blob stays whole
+    assert await read_all(backend.storage, digest) == data
+    assert digest in await listed(backend.storage)
+    assert await backend.leftovers() == []

@@ -7,8 +7,8 @@ as they go, and one log line per blob GET says where it came from.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 
@@ -102,13 +102,11 @@ async def _stream(
         await response.write_eof()
         return response, 0
     metrics.blob_requests.labels(growing.source).inc()
-    sha = hashlib.sha256()
     sent = 0
     try:
         try:
             async with contextlib.aclosing(growing.read()) as chunks:
                 async for chunk in chunks:
-                    sha.update(chunk)
                     await response.write(chunk)
                     sent += len(chunk)
                     metrics.blob_bytes.labels(growing.source).inc(len(chunk))
@@ -119,6 +117,7 @@ async def _stream(
                 sent,
                 exc,
             )
+            sha = await asyncio.to_thread(growing.sha256_of_prefix, sent)
             rest = verified_stream(fetcher.direct(blob_request, sent), sha, blob_request.digest)
             async with contextlib.aclosing(rest) as chunks:
                 async for chunk in chunks:

@@ -24,6 +24,7 @@ import tempfile
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from eagle.core.digest import Digest
 from eagle.core.errors import EagleError, OriginError, StorageError
@@ -32,7 +33,8 @@ from eagle.p2p.localstore import metainfo_of_file
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 1 << 20
+THREAD_CHUNK = 256 * 1024  # smaller chunks are hashed inline: a thread hop costs more
 
 
 class CacheWriteFailed(StorageError):
@@ -88,10 +90,12 @@ class GrowingBlob:
             sha = hashlib.sha256()
             pieces = PieceHasher(self.size) if self.size is not None else None
             async for chunk in chunks:
-                sha.update(chunk)
-                if pieces is not None:
-                    pieces.update(chunk)
-                self._append(chunk)
+                # Hashing releases the GIL: in a thread it overlaps with the event loop
+                # reading the next chunk and serving readers (a cold pull is a pipeline).
+                if len(chunk) >= THREAD_CHUNK:
+                    await asyncio.to_thread(self._absorb, chunk, sha, pieces)
+                else:
+                    self._absorb(chunk, sha, pieces)
                 self.written += len(chunk)
                 self._notify()
             if self.size is not None and self.written != self.size:
@@ -115,6 +119,12 @@ class GrowingBlob:
         self.size = self.written
         self._notify()
         return meta
+
+    def _absorb(self, chunk: bytes, sha: Any, pieces: PieceHasher | None) -> None:
+        sha.update(chunk)
+        if pieces is not None:
+            pieces.update(chunk)
+        self._append(chunk)
 
     def _append(self, chunk: bytes) -> None:
         assert self._fd is not None
@@ -169,6 +179,26 @@ class GrowingBlob:
             if self.error is not None:
                 raise self.error
             await self._changed.wait()
+
+    def sha256_of_prefix(self, length: int) -> Any:
+        """sha256 over the first ``length`` bytes (blocking: run it in a thread).
+
+        A reader that must finish from elsewhere needs the hash of what it sent; it
+        is read back from the file only then, so the common path hashes once.
+        """
+        assert self._fd is not None
+        sha = hashlib.sha256()
+        offset = 0
+        while offset < length:
+            try:
+                data = os.pread(self._fd, min(READ_CHUNK, length - offset), offset)
+            except OSError as exc:
+                raise StorageError(f"cannot read back {self.digest}: {exc}") from exc
+            if not data:
+                raise StorageError(f"{self.digest}: file shorter than what was sent")
+            sha.update(data)
+            offset += len(data)
+        return sha
 
 
 async def verified_stream(

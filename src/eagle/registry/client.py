@@ -24,7 +24,7 @@ from eagle.utils.http import body_chunks
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20
 # Headers a client's request may carry to the origin. Anything else (Host,
 # Connection, proxy headers) belongs to the hop between the client and us.
 FORWARD_REQUEST_HEADERS = ("Accept", "Authorization", "User-Agent", "If-None-Match", "Range")

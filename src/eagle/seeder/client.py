@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 LONG_POLL_SECONDS = 1.0
-STREAM_CHUNK = 256 * 1024
+STREAM_CHUNK = 1 << 20
 
 T = TypeVar("T")
 

@@ -22,7 +22,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -103,6 +105,7 @@ class SeederService:
         self.metrics = metrics
         self.failure_ttl = failure_ttl
         self.streams = streams or BlobStreams(0)
+        self._adopt = False
         self._tasks = TaskSet("seeder")
         self._fetching: dict[Digest, asyncio.Task[Metainfo]] = {}
         self._failed: dict[Digest, tuple[EagleError, float]] = {}
@@ -110,6 +113,9 @@ class SeederService:
     async def start(self) -> None:
         """Open storage, then seed every local copy from a previous run (no re-hashing)."""
         await self.storage.start()
+        # With fs storage on the local copies' file system (the default), a blob from the
+        # origin is written and hashed once, and storage hard-links the local copy.
+        self._adopt = self.storage.adopts_from(self.copies.blobs.blobs_dir)
         count = self.copies.index()
         self._tasks.spawn(self.copies.run_sweeper(SWEEP_SECONDS), name="sweeper")
         log.info("seeder resumed blobs=%d storage=%r", count, self.storage)
@@ -218,6 +224,8 @@ class SeederService:
     async def _from_origin(self, origin: Origin, repo: str, digest: Digest) -> Metainfo:
         started = time.monotonic()
         try:
+            if self._adopt:
+                return await self._from_origin_adopted(origin, repo, digest, started)
             async with self.origins.open_blob(origin, repo, digest, credentials=True) as resp:
                 size = resp.content_length
                 tee: StreamTee[BlobStat] = StreamTee(
@@ -240,14 +248,44 @@ class SeederService:
         except EagleError as exc:
             self.metrics.origin_fetches.labels(type(exc).__name__).inc()
             raise
+        return self._fetched(origin, repo, meta, started)
+
+    async def _from_origin_adopted(
+        self, origin: Origin, repo: str, digest: Digest, started: float
+    ) -> Metainfo:
+        """The origin's bytes into the local copy only; storage then takes that file
+        (one copy on disk, one hash), or, if it cannot after all, its bytes."""
+        with self.copies.pinned(digest):
+            async with self.origins.open_blob(origin, repo, digest, credentials=True) as resp:
+                growing = GrowingBlob(digest, resp.content_length, self.copies.blobs.tmp_dir)
+                self.streams.publish(growing)
+                meta = await self.copies.add_growing(growing, iter_body(resp))
+            try:
+                path = self.copies.blobs.path(digest)
+                if await self.storage.adopt(digest, path) is None:
+                    await self.storage.write(digest, _file_chunks(path), meta.length)
+            except BaseException:
+                # Seeded means durable (see _from_origin).
+                self.copies.discard(digest)
+                raise
+        return self._fetched(origin, repo, meta, started)
+
+    def _fetched(self, origin: Origin, repo: str, meta: Metainfo, started: float) -> Metainfo:
         self.metrics.origin_fetches.labels("ok").inc()
         self.metrics.origin_bytes.inc(meta.length)
         log.info(
             "fetched from origin origin=%s repo=%s digest=%s bytes=%d seconds=%.2f",
             origin.host,
             repo,
-            digest,
+            meta.digest,
             meta.length,
             time.monotonic() - started,
         )
         return meta
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A local file's bytes, read in a worker thread a chunk at a time."""
+    with await asyncio.to_thread(path.open, "rb") as f:
+        while chunk := await asyncio.to_thread(f.read, 1 << 20):
+            yield chunk

@@ -31,6 +31,7 @@ import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
 from eagle.core.digest import Digest
 from eagle.core.errors import DigestMismatch, StorageError
@@ -131,6 +132,22 @@ class BlobStorage(abc.ABC):
         failure case (cancellation included) nothing new becomes visible. Writing
         a blob that is already stored succeeds and leaves it whole.
         """
+
+    def adopts_from(self, directory: Path) -> bool:
+        """Whether :meth:`adopt` can take files in ``directory`` without copying their bytes."""
+        return False
+
+    async def adopt(self, digest: Digest, path: Path) -> BlobStat | None:
+        """Store the local file ``path`` as ``digest`` by taking the file, not its bytes.
+
+        For callers that have just verified the file's sha256 themselves (the seeder's
+        local copy): ``fs`` on the same file system hard-links it, so the blob is on
+        disk once and is neither copied nor hashed again. The same atomicity and
+        durability rules as :meth:`write` apply. Returns None when this backend (or
+        this file) cannot be adopted; the caller then uses :meth:`write`. The file
+        must never be modified afterwards (it may be unlinked).
+        """
+        return None
 
     @abc.abstractmethod
     async def delete(self, digest: Digest) -> None:

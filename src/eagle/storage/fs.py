@@ -170,6 +170,31 @@ class FsStorage(BlobStorage):
         log.debug("stored backend=fs digest=%s bytes=%d", digest, stream.written)
         return BlobStat(digest, stream.written)
 
+    def adopts_from(self, directory: Path) -> bool:
+        try:
+            return directory.stat().st_dev == self.tmp_dir.stat().st_dev
+        except OSError:
+            return False
+
+    async def adopt(self, digest: Digest, path: Path) -> BlobStat | None:
+        tmp = self.tmp_dir / f"{digest.hex}.{uuid.uuid4().hex}"
+        try:
+            size = await asyncio.to_thread(_link_durably, path, tmp)
+        except OSError as exc:
+            if exc.errno in _CANNOT_LINK:
+                return None
+            raise StorageError(describe_os_error(exc, self.root)) from exc
+        try:
+            await asyncio.to_thread(_publish, tmp, self.path(digest))
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise StorageError(describe_os_error(exc, self.root)) from exc
+            raise
+        log.debug("stored backend=fs digest=%s bytes=%d adopted=%s", digest, size, path)
+        return BlobStat(digest, size)
+
     async def delete(self, digest: Digest) -> None:
         try:
             await asyncio.to_thread(self.path(digest).unlink)
@@ -198,6 +223,22 @@ class FsStorage(BlobStorage):
 def _flush_and_sync(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
+
+
+# Another file system, or one (or a mount) without hard links: copy the bytes instead.
+_CANNOT_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def _link_durably(path: Path, tmp: Path) -> int:
+    """Hard-link ``path`` as ``tmp`` once its bytes are on disk; its size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    os.link(path, tmp)
+    return size
 
 
 def _publish(tmp: Path, final: Path) -> None:
