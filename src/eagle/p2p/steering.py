@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,9 @@ LOCK_SECONDS = 3.0
 INITIAL_PIECES = 2
 MIN_STEERED_PIECES = 32  # 8 MiB in 256 KiB pieces
 RESCUE_AFTER_SECONDS = 2.0
+# Rescue sooner when peers have nothing more to give: only pieces nobody holds are
+# missing, and their owner would have announced them by now if it were fetching them.
+STARVED_RESCUE_SECONDS = 0.75
 
 
 def is_seeder_peer_id(peer_id: bytes) -> bool:
@@ -102,6 +106,7 @@ class _Steered:
     priorities: list[int] = field(default_factory=list)
     done: int = -1
     progress_at: float = field(default_factory=time.monotonic)
+    starved_at: float | None = None  # since when only pieces nobody holds are missing
     added_at: float = field(default_factory=time.monotonic)
     ips: list[str] = field(default_factory=list)
     seen_ips: set[str] = field(default_factory=set)
@@ -223,9 +228,9 @@ class SwarmSteering:
         # The download queue is the costliest read (a record per block): only now.
         partial = {int(entry["piece_index"]) for entry in handle.get_download_queue()}
         view = PieceView(have, held, partial)
-        stalled = now - steered.progress_at > self.rescue_after
+        stalled = now - steered.progress_at > self.rescue_after or self._starved(steered, view, now)
         rescue = not steered.use_seeder and stalled and any(map(view.free, range(len(have))))
-        window = self._window(steered, seeder_rate, have)
+        window = self._window(steered, seeder_rate, view.have)
         queue_pieces = -(-MAX_QUEUE_BLOCKS * BLOCK_BYTES // steered.piece_length)
         result = plan(
             view,
@@ -290,7 +295,19 @@ class SwarmSteering:
                 held = [h or bool(p) for h, p in zip(held, peer.pieces, strict=False)]
         return held, seeder_rate
 
-    def _window(self, steered: _Steered, seeder_rate: float, have: list[bool]) -> int:
+    @staticmethod
+    def _starved(steered: _Steered, view: PieceView, now: float) -> bool:
+        """Whether, for a while, nothing missing here has been held by any peer."""
+        n = view.num_pieces
+        from_peers = any(view.held[i] and not view.have[i] for i in range(n))
+        if from_peers or all(view.have):
+            steered.starved_at = None
+            return False
+        if steered.starved_at is None:
+            steered.starved_at = now
+        return now - steered.starved_at >= STARVED_RESCUE_SECONDS
+
+    def _window(self, steered: _Steered, seeder_rate: float, have: Sequence[bool]) -> int:
         window = window_pieces(
             seeder_rate, steered.piece_length, self.queue_seconds, MAX_QUEUE_BLOCKS * BLOCK_BYTES
         )
