@@ -515,5 +515,7 @@ def swarm_done(agent_log: Path, size: int, go_wall: float) -> float | None:
         match = _FETCHED.match(line)
         if match and int(match.group(2)) == size:
             stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-            return stamp.timestamp() - go_wall
+            # With --repeat the log holds earlier runs too: only this run's line counts.
+            if stamp.timestamp() >= go_wall:
+                return stamp.timestamp() - go_wall
     return None

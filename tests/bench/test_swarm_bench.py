@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bench.modes import swarm_done
 from bench.swarm import build_parser, parse_rate, run
 
 from eagle.testing.netns import NetnsError, Shape, Testbed, list_namespaces, remove_stale
@@ -105,6 +106,26 @@ def test_rates_parse_like_link_speeds() -> None:
 
 
 @pytest.mark.timeout(150)
+def test_swarm_time_comes_from_this_runs_log_line_not_an_earlier_repeats(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "h0.log"
+    line = "{} INFO eagle.agent.fetch blob fetched source=p2p digest=sha256:ab bytes={} seconds=1"
+    log.write_text(
+        "\n".join(
+            [
+                line.format("2026-11-27 10:00:05,000", 1000),  # the first repeat
+                line.format("2026-11-27 10:01:02,500", 10),  # another blob
+                line.format("2026-11-27 10:01:03,250", 1000),  # this repeat
+            ]
+        )
+    )
+    go = time.mktime(time.strptime("2026-11-27 10:01:00", "%Y-%m-%d %H:%M:%S"))
+
+    assert swarm_done(log, 1000, go) == pytest.approx(3.25)
+    assert swarm_done(log, 99, go) is None
+
+
 def test_small_benchmark_runs_every_mode_and_leaves_nothing(tmp_path: Path) -> None:
     prefix = f"eglt-{os.getpid()}-"
     out = tmp_path / "out"
