@@ -23,6 +23,8 @@ from eagle.agent.fetch import BlobFetcher, BlobRequest
 from eagle.agent.metrics import AgentMetrics
 from eagle.core.digest import Digest
 from eagle.core.errors import EagleError
+from eagle.core.metainfo import piece_length_for
+from eagle.p2p.steering import worth_steering
 from eagle.registry.client import Origin
 from eagle.registry.manifests import blobs_of, image_manifest
 from eagle.utils.tasks import TaskSet
@@ -30,6 +32,11 @@ from eagle.utils.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 CONCURRENT_BLOBS = 8
+
+
+def steered(size: int) -> bool:
+    """Whether a blob of ``size`` bytes is big enough for the swarm strategy's stripes."""
+    return worth_steering(-(-size // piece_length_for(size)))
 
 
 class ManifestPrefetch:
@@ -71,17 +78,26 @@ class ManifestPrefetch:
         if capacity and sum(size for _, size in blobs) > capacity:
             log.info("not prefetching an image bigger than the cache repo=%s", repo)
             return []
-        started = []
-        for digest, _ in blobs:
+        big: list[BlobRequest] = []
+        small: list[BlobRequest] = []
+        for digest, size in blobs:
             if digest in self._active or self.fetcher.cached(digest) is not None:
                 continue
             self._active.add(digest)
             request = BlobRequest(origin, repo, digest, dict(client_headers))
-            self._tasks.spawn(self._fetch(request), name=f"blob:{digest.hex}")
-            started.append(digest)
-        if started:
-            log.info("prefetching repo=%s blobs=%d", repo, len(started))
-        return started
+            (big if steered(size) else small).append(request)
+        if big or small:
+            self._tasks.spawn(self._fetch_all(big, small), name=f"image:{repo}")
+            log.info("prefetching repo=%s blobs=%d", repo, len(big) + len(small))
+        return [r.digest for r in big + small]
+
+    async def _fetch_all(self, big: list[BlobRequest], small: list[BlobRequest]) -> None:
+        """Big blobs at once; small ones after them. The seeder sends a small blob to
+        every host (it is too small to share out in stripes), and the seeder's link is
+        what a swarm of big blobs waits for: small blobs wait until it is free. (A
+        client asking for one meanwhile gets it at once, as always.)"""
+        await asyncio.gather(*(self._fetch(r) for r in big))
+        await asyncio.gather(*(self._fetch(r) for r in small))
 
     async def _fetch(self, request: BlobRequest) -> None:
         try:
