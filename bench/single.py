@@ -3,8 +3,10 @@
 The origin, a fresh tracker, seeder and agent all run in the infra namespace and
 talk over its loopback, unshaped. Each repetition pulls the image straight from
 the origin (direct), then through a fresh agent (cold: the seeder fetches from the
-origin, the agent from the seeder over BitTorrent), then through the same agent
-again (warm: a cache hit). The same skopeo command does every pull.
+origin and streams the blob to the agent meanwhile, as it does for the first agent
+asking for a cold blob; the agent prefetches the image's other blobs when skopeo gets
+the manifest), then through the same agent again (warm: a cache hit). The same
+skopeo command does every pull.
 """
 
 from __future__ import annotations
