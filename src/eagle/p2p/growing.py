@@ -164,13 +164,7 @@ class GrowingBlob:
             # Hold the final byte back until the whole blob is verified.
             limit = self.written if self.verified else max(0, self.written - 1)
             if offset < limit:
-                assert self._fd is not None
-                try:
-                    data = os.pread(self._fd, min(READ_CHUNK, limit - offset), offset)
-                except OSError as exc:
-                    raise StorageError(f"cannot read back {self.digest}: {exc}") from exc
-                if not data:
-                    raise StorageError(f"{self.digest}: file shorter than written")
+                data = self._pread(offset, limit - offset)
                 offset += len(data)
                 yield data
                 continue
@@ -186,19 +180,24 @@ class GrowingBlob:
         A reader that must finish from elsewhere needs the hash of what it sent; it
         is read back from the file only then, so the common path hashes once.
         """
-        assert self._fd is not None
         sha = hashlib.sha256()
         offset = 0
         while offset < length:
-            try:
-                data = os.pread(self._fd, min(READ_CHUNK, length - offset), offset)
-            except OSError as exc:
-                raise StorageError(f"cannot read back {self.digest}: {exc}") from exc
-            if not data:
-                raise StorageError(f"{self.digest}: file shorter than what was sent")
+            data = self._pread(offset, length - offset)
             sha.update(data)
             offset += len(data)
         return sha
+
+    def _pread(self, offset: int, most: int) -> bytes:
+        """Up to ``most`` (and at most a chunk of) written bytes from ``offset``."""
+        assert self._fd is not None
+        try:
+            data = os.pread(self._fd, min(READ_CHUNK, most), offset)
+        except OSError as exc:
+            raise StorageError(f"cannot read back {self.digest}: {exc}") from exc
+        if not data:
+            raise StorageError(f"{self.digest}: file shorter than written")
+        return data
 
 
 async def verified_stream(
