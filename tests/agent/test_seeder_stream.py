@@ -117,7 +117,7 @@ def test_a_cold_pull_streams_from_the_seeder_which_fetches_each_blob_once(
             assert origin.blob_gets(blob.digest) == 1, blob.digest
 
 
-def test_a_second_agent_gets_the_swarm_while_the_stream_slot_is_taken(
+def test_a_second_agent_revokes_the_stream_and_both_finish_from_one_origin_download(
     origin: OriginRegistry, tmp_path: Path
 ) -> None:
     data = os.urandom(4 * MiB)
@@ -139,10 +139,17 @@ def test_a_second_agent_gets_the_swarm_while_the_stream_slot_is_taken(
         finally:
             streaming.join(60)
 
+        # The first client's response began as a stream and ended with the swarm's bytes.
         assert results["first"] == (data, "seeder")
         assert results["second"] == (data, "p2p")
-        assert streams(seeder, "busy") == 1
-        assert metric(seeder, "eagle_seeder_stream_bytes_total") == len(data)
+        # Two agents want the blob: the swarm serves both, the seeder sends no second copy.
+        assert streams(seeder, "revoked") == 1
+        # Refused: the second agent's claim (and the first's retry, if the fetch still runs).
+        assert streams(seeder, "shared") >= 1
+        assert metric(seeder, "eagle_seeder_stream_bytes_total") < len(data)
+        assert fetched(first, "p2p") == len(data)
+        assert fetched(first, "origin") == 0
+    # ... and the origin one download, not a second for the first agent's remainder.
     assert origin.blob_gets(digest) == 1
 
 

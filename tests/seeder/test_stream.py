@@ -7,14 +7,18 @@ during it), real storage, the seeder's real HTTP API.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from eagle.core.digest import Digest
+from eagle.core.errors import UseSwarm
 from eagle.core.metainfo import Metainfo, build_metainfo
+from eagle.p2p.growing import GrowingBlob
 from eagle.seeder.server import SeederServer
+from eagle.seeder.streams import BlobStreams
 from eagle.testing import OriginRegistry
 from eagle.testing.slowlink import SlowLink
 
@@ -221,3 +225,28 @@ async def test_bad_stream_requests_get_oci_errors(
         body = await resp.json()
     assert body["errors"][0]["code"] == code
     assert body["errors"][0]["message"]
+
+
+async def test_a_stream_is_for_one_agent_only_and_revoked_when_another_asks(
+    tmp_path: Path,
+) -> None:
+    streams = BlobStreams(slots=1)
+    data = random_blob(1000)
+    digest = Digest.of(data)
+    streams.expect(digest)
+    growing = GrowingBlob(digest, len(data), tmp_path)
+    streams.publish(growing)
+
+    async with streams.claim(digest, wait=0, agent="a") as grant:
+        streams.note(digest, "a")  # the same agent asking again changes nothing
+        assert not grant.revoked
+        streams.note(digest, "b")  # another agent wants the blob: the swarm is the way
+        assert grant.revoked
+        with pytest.raises(UseSwarm, match="other agents"):
+            async with streams.claim(digest, wait=0, agent="b"):
+                pass
+    # A fetch that ended with its stream is forgotten.
+    streams.end(digest)
+    with pytest.raises(UseSwarm, match="not being fetched"):
+        async with streams.claim(digest, wait=0, agent="a"):
+            pass

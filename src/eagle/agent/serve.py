@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -92,7 +94,9 @@ async def _stream(
     headers: dict[str, str],
 ) -> tuple[web.StreamResponse, int]:
     """Follow the growing file (from the origin or a seeder); if its download fails, finish
-    straight from the origin."""
+    from the rest of the blob: a seeder's stream (revoked because other agents want the
+    blob, or broken) from the swarm's verified file, anything else straight from the
+    origin."""
     metrics = fetcher.metrics
     response = web.StreamResponse(headers=headers)
     if growing.size is not None:
@@ -111,19 +115,14 @@ async def _stream(
                     sent += len(chunk)
                     metrics.blob_bytes.labels(growing.source).inc(len(chunk))
         except EagleError as exc:
-            log.warning(
-                "shared download failed, streaming from origin digest=%s offset=%d error=%s",
-                blob_request.digest,
-                sent,
-                exc,
-            )
+            source, remainder = await _remainder(blob_request, growing, fetcher, sent, exc)
             sha = await asyncio.to_thread(growing.sha256_of_prefix, sent)
-            rest = verified_stream(fetcher.direct(blob_request, sent), sha, blob_request.digest)
+            rest = verified_stream(remainder, sha, blob_request.digest)
             async with contextlib.aclosing(rest) as chunks:
                 async for chunk in chunks:
                     await response.write(chunk)
                     sent += len(chunk)
-                    metrics.blob_bytes.labels("origin").inc(len(chunk))
+                    metrics.blob_bytes.labels(source).inc(len(chunk))
         await response.write_eof()
     except EagleError as exc:
         # Headers are out: the only honest answer left is a broken connection, so the
@@ -132,3 +131,44 @@ async def _stream(
         if request.transport is not None:
             request.transport.abort()
     return response, sent
+
+
+async def _remainder(
+    blob_request: BlobRequest,
+    growing: GrowingBlob,
+    fetcher: BlobFetcher,
+    offset: int,
+    error: EagleError,
+) -> tuple[str, AsyncIterator[bytes]]:
+    """Where the bytes from ``offset`` on come from after ``growing`` failed, and them."""
+    digest = blob_request.digest
+    if growing.source == "seeder":
+        # The swarm has the blob (the seeder is seeding it, or will): no reason to
+        # cost the origin a second download.
+        log.info(
+            "seeder stream ended, finishing from the swarm digest=%s offset=%d error=%s",
+            digest,
+            offset,
+            error,
+        )
+        try:
+            blob = await fetcher.get_file(blob_request)
+        except EagleError as exc:
+            error = exc
+        else:
+            return blob.source, _file_from(blob.path, offset)
+    log.warning(
+        "shared download failed, streaming from origin digest=%s offset=%d error=%s",
+        digest,
+        offset,
+        error,
+    )
+    return "origin", fetcher.direct(blob_request, offset)
+
+
+async def _file_from(path: Path, offset: int) -> AsyncIterator[bytes]:
+    """A cached blob's bytes from ``offset`` (the file is pinned by the request)."""
+    with await asyncio.to_thread(path.open, "rb") as f:
+        await asyncio.to_thread(f.seek, offset)
+        while chunk := await asyncio.to_thread(f.read, 1 << 20):
+            yield chunk

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -83,6 +84,9 @@ class SeederClient:
         self._http: aiohttp.ClientSession | None = None
         self._tasks = TaskSet("seeder-client")
         self._warming: set[tuple[str, Digest]] = set()
+        # Names this agent to seeders, which stream a cold blob only while one agent
+        # wants it (see eagle.seeder.streams).
+        self.agent_id = uuid.uuid4().hex[:16]
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -144,7 +148,13 @@ class SeederClient:
         it, the body may pause up to ``read_timeout`` seconds at a time.
         """
         query = urlencode(
-            {"origin": origin.url, "repo": repo, "digest": str(digest), "wait": self.long_poll}
+            {
+                "origin": origin.url,
+                "repo": repo,
+                "digest": str(digest),
+                "wait": self.long_poll,
+                "agent": self.agent_id,
+            }
         )
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.request_timeout, sock_read=read_timeout
@@ -176,7 +186,9 @@ class SeederClient:
         """``ask(seeder, query)`` of each seeder in rendezvous order until one answers."""
         if not self.seeders:
             raise SeederUnavailable("no seeders configured")
-        query = urlencode({"origin": origin.url, "repo": repo, "digest": str(digest)})
+        query = urlencode(
+            {"origin": origin.url, "repo": repo, "digest": str(digest), "agent": self.agent_id}
+        )
         failures = []
         ranked = rank_seeders(self.seeders, digest)
         for i, seeder in enumerate(ranked):

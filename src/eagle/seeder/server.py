@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from eagle.core.digest import Digest, check_repository
-from eagle.core.errors import EagleError, InvalidInput
+from eagle.core.errors import EagleError, InvalidInput, UseSwarm
 from eagle.p2p.engine import TorrentEngine
 from eagle.p2p.labels import announce_labels
 from eagle.p2p.localstore import LocalBlobs
@@ -103,6 +103,7 @@ class SeederServer:
         """
         query = request.query
         origin, repo, digest = self._blob_query(query)
+        self.service.streams.note(digest, query.get("agent"))
         stored_only = query.get("stored_only") == "1"
         result = self.service.lookup(origin, repo, digest, stored_only)
         wait = _wait_seconds(query.get("wait"))
@@ -134,7 +135,8 @@ class SeederServer:
         origin, repo, digest = self._blob_query(request.query)
         wait = _wait_seconds(request.query.get("wait"))
         streams = self.service.streams
-        async with streams.claim(digest, wait) as growing:
+        async with streams.claim(digest, wait, request.query.get("agent")) as grant:
+            growing = grant.growing
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "application/octet-stream",
@@ -148,6 +150,8 @@ class SeederServer:
             try:
                 async with contextlib.aclosing(growing.read()) as chunks:
                     async for chunk in chunks:
+                        if grant.revoked:
+                            raise UseSwarm(f"other agents want {digest}: the swarm is the way")
                         await response.write(chunk)
                         sent += len(chunk)
                         streams.metrics.bytes.inc(len(chunk))
