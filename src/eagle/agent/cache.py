@@ -19,7 +19,6 @@ from pathlib import Path
 
 from eagle.agent.metrics import AgentMetrics
 from eagle.core.digest import Digest
-from eagle.core.errors import StorageError
 from eagle.core.metainfo import Metainfo
 from eagle.p2p.engine import TorrentEngine
 from eagle.p2p.localstore import LocalBlobs
@@ -75,17 +74,7 @@ class BlobCache:
         self.blobs.discard_partial()
         for path in self.blobs.sweep():
             log.warning("removed stray cache entry path=%s", path)
-        found = []
-        for digest in self.blobs.list():
-            with contextlib.suppress(OSError):
-                found.append((self.blobs.path(digest).stat().st_mtime, digest))
-        for _, digest in sorted(found):
-            try:
-                meta = self.blobs.metainfo(digest)
-            except StorageError as exc:
-                log.warning("dropping cache entry digest=%s error=%s", digest, exc)
-                self.blobs.remove(digest)
-                continue
+        for meta in self.blobs.by_last_use(self.blobs.path):
             self.add(meta)
         log.info(
             "cache indexed blobs=%d bytes=%d capacity=%d", len(self._lru), self.total, self.capacity

@@ -21,7 +21,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from eagle.core.digest import Digest
@@ -64,21 +64,30 @@ class LocalBlobs:
         except (OSError, InvalidInput) as exc:
             raise StorageError(f"no usable torrent for {digest}: {exc}") from exc
 
-    def list(self) -> list[Digest]:
-        """Complete blobs: a blob file and a matching torrent of the right length."""
+    def complete(self) -> list[Metainfo]:
+        """The torrents of complete blobs: a blob file and a matching torrent of the right
+        length."""
         found = []
         for entry in self.blobs_dir.iterdir():
             try:
-                digest = Digest(entry.name)
-                meta = self.metainfo(digest)
+                meta = self.metainfo(Digest(entry.name))
             except (InvalidInput, StorageError):
                 continue
             # lstat: a symlink or a directory under a digest's name is not a blob we wrote.
             with contextlib.suppress(OSError):
                 st = entry.lstat()
                 if stat.S_ISREG(st.st_mode) and st.st_size == meta.length:
-                    found.append(digest)
+                    found.append(meta)
         return found
+
+    def by_last_use(self, stamp: Callable[[Digest], Path]) -> list[Metainfo]:
+        """Complete blobs, least recently used first: by the mtime of ``stamp(digest)``,
+        the file its owner touches on each use (for a start-up's LRU order)."""
+        found = []
+        for meta in self.complete():
+            with contextlib.suppress(OSError):
+                found.append((stamp(meta.digest).stat().st_mtime_ns, meta.digest.hex, meta))
+        return [meta for *_, meta in sorted(found, key=lambda f: f[:2])]
 
     def size(self, digest: Digest) -> int:
         return self.path(digest).stat().st_size
@@ -88,7 +97,7 @@ class LocalBlobs:
 
         Returns the paths removed. Only for a start-up, before anything is served.
         """
-        complete = {d.hex for d in self.list()}
+        complete = {meta.digest.hex for meta in self.complete()}
         removed = []
         for directory in (self.blobs_dir, self.torrents_dir):
             for entry in directory.iterdir():

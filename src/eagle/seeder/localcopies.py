@@ -30,7 +30,6 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from eagle.core.digest import Digest
-from eagle.core.errors import StorageError
 from eagle.core.metainfo import Metainfo
 from eagle.p2p.engine import TorrentEngine
 from eagle.p2p.growing import GrowingBlob
@@ -109,17 +108,7 @@ class LocalCopies:
         capacity (it may have shrunk) are evicted. Returns how many are kept.
         """
         self.blobs.discard_partial()
-        found = []
-        for digest in self.blobs.list():
-            with contextlib.suppress(OSError):
-                found.append((self._torrent_path(digest).stat().st_mtime_ns, digest))
-        for _, digest in sorted(found):
-            try:
-                meta = self.blobs.metainfo(digest)
-            except StorageError as exc:
-                log.warning("dropping local copy digest=%s error=%s", digest, exc)
-                self.blobs.remove(digest)
-                continue
+        for meta in self.blobs.by_last_use(self._torrent_path):
             self._take(meta)
         log.info(
             "local copies indexed blobs=%d bytes=%d capacity=%d",
