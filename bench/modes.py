@@ -216,28 +216,33 @@ def _reset_origin(bench: Bench) -> None:
 # -- direct ----------------------------------------------------------------------------------
 
 
+def _pull_argv(bench: Bench, source: str, dest: Path) -> list[str]:
+    """A host's skopeo pull of the image from ``source`` (see bench.hostrun)."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.hostrun",
+        "pull",
+        "--source",
+        source,
+        "--repo",
+        REPO,
+        "--tag",
+        TAG,
+        "--dest",
+        str(dest),
+        "--timeout",
+        str(bench.timeout),
+    ]
+
+
 def run_direct(bench: Bench) -> ModeResult:
     """Every host pulls the image straight from the origin."""
     _reset_origin(bench)
     source = f"{bench.tb.infra.ip}:{ORIGIN_PORT}"
     with Barrier(env=bench.env, cwd=REPO_ROOT) as barrier:
         for host in bench.tb.hosts:
-            argv = [
-                sys.executable,
-                "-m",
-                "bench.hostrun",
-                "pull",
-                "--source",
-                source,
-                "--repo",
-                REPO,
-                "--tag",
-                TAG,
-                "--dest",
-                str(bench.workdir / "direct" / host.label),
-                "--timeout",
-                str(bench.timeout),
-            ]
+            argv = _pull_argv(bench, source, bench.workdir / "direct" / host.label)
             barrier.add(
                 host.label,
                 host.ns.argv(argv),
@@ -459,22 +464,7 @@ def run_eagle(bench: Bench, mode: str = "eagle", tracker_extra: Sequence[str] = 
             _preheat(bench)
         with Barrier(env=bench.env, cwd=REPO_ROOT) as barrier:
             for host in tb.hosts:
-                argv = [
-                    sys.executable,
-                    "-m",
-                    "bench.hostrun",
-                    "pull",
-                    "--source",
-                    f"127.0.0.1:{AGENT_PORT}",
-                    "--repo",
-                    REPO,
-                    "--tag",
-                    TAG,
-                    "--dest",
-                    str(data / "pulls" / host.label),
-                    "--timeout",
-                    str(bench.timeout),
-                ]
+                argv = _pull_argv(bench, f"127.0.0.1:{AGENT_PORT}", data / "pulls" / host.label)
                 barrier.add(
                     host.label, host.ns.argv(argv), logs / f"{host.label}.pull.log", idc=host.idc
                 )
