@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from eagle.testing import (
     push_image,
     wait_http,
 )
-from eagle.testing.cluster import EagleCluster, Node
+from eagle.testing.cluster import EagleCluster, Node, frozen
 
 KiB, MiB = 1 << 10, 1 << 20
 DEMO = "library/demo"
@@ -66,18 +65,6 @@ def restart(node: Node) -> None:
     node.process = ManagedProcess(node.process.argv, node.process.log_path, name=node.name)
     node.process.start()
     wait_http(f"{node.url}/healthz", timeout=30, process=node.process)
-
-
-@contextlib.contextmanager
-def frozen(nodes: list[Node]) -> Iterator[None]:
-    try:
-        for node in nodes:
-            os.killpg(node.process.pid, signal.SIGSTOP)
-        yield
-    finally:
-        for node in nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGCONT)
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:

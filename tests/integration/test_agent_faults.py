@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -24,24 +22,11 @@ from typing import Any
 import pytest
 
 from eagle.testing import ImageInfo, OriginRegistry
-from eagle.testing.cluster import EagleCluster, Node
+from eagle.testing.cluster import EagleCluster, Node, frozen
 from eagle.testing.slowlink import SlowLink
 
 REPO = "library/demo"
 MiB = 1 << 20
-
-
-@contextlib.contextmanager
-def frozen(nodes: list[Node]) -> Iterator[None]:
-    """SIGSTOP the nodes' process groups for the block; always SIGCONT them after."""
-    try:
-        for node in nodes:
-            os.killpg(node.process.pid, signal.SIGSTOP)
-        yield
-    finally:
-        for node in nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

@@ -6,10 +6,14 @@ an ``eagle`` subprocess started with the same command line a user would type.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
 import sys
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +60,23 @@ class Node:
         """Blob bytes this agent brought in from ``p2p``, a ``seeder`` stream or the ``origin``,
         whether a client's request or a prefetch asked for them."""
         return self.metrics().get(f'eagle_agent_blob_bytes_fetched_total{{source="{source}"}}', 0.0)
+
+
+@contextlib.contextmanager
+def frozen(nodes: list[Node]) -> Iterator[None]:
+    """SIGSTOP the nodes' process groups for the block; always SIGCONT them after.
+
+    A frozen process keeps its sockets: connections are accepted by the kernel but
+    never answered, the hardest kind of dead peer to notice.
+    """
+    try:
+        for node in nodes:
+            os.killpg(node.process.pid, signal.SIGSTOP)
+        yield
+    finally:
+        for node in nodes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGCONT)
 
 
 @dataclass
